@@ -1,0 +1,54 @@
+"""Backbone registry: `backbone` config name -> builder(args) -> body module.
+
+A body maps an image batch [B, 3, H, W] to the list of feature maps selected by
+`args.return_interm_indices` (highest resolution first) and has the attributes
+`num_channels` and `strides` (one entry per returned map). See
+docs/ARCHITECTURE.md.
+"""
+from typing import Callable, Dict, List
+
+from torch import nn
+
+BackboneBuilder = Callable[[object], nn.Module]
+_BACKBONES: Dict[str, BackboneBuilder] = {}
+
+
+def register_backbone(*names: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
+    """Decorator registering a builder under one or more `backbone` names."""
+    def wrap(builder: BackboneBuilder) -> BackboneBuilder:
+        for name in names:
+            if name in _BACKBONES:
+                raise KeyError(f"backbone '{name}' is registered twice")
+            _BACKBONES[name] = builder
+        return builder
+    return wrap
+
+
+def available_backbones() -> List[str]:
+    _import_all()
+    return sorted(_BACKBONES)
+
+
+def build_backbone_body(args) -> nn.Module:
+    """Build the body named by `args.backbone`; unknown names list the known ones."""
+    _import_all()
+    name = args.backbone
+    if name not in _BACKBONES:
+        raise ValueError(f"backbone={name!r} is not known. Available: {', '.join(sorted(_BACKBONES))}")
+    body = _BACKBONES[name](args)
+    for attr in ("num_channels", "strides"):
+        if len(getattr(body, attr)) != len(args.return_interm_indices):
+            raise ValueError(f"backbone {name} returns {len(getattr(body, attr))} levels but "
+                             f"return_interm_indices={args.return_interm_indices}")
+    return body
+
+
+def _import_all() -> None:
+    """Import every module of this package so their @register_backbone run."""
+    import importlib
+    import pkgutil
+
+    from models.dino import backbones
+    for info in pkgutil.iter_modules(backbones.__path__):
+        if info.name != "registry" and not info.name.startswith("_"):
+            importlib.import_module(f"models.dino.backbones.{info.name}")

@@ -1,0 +1,48 @@
+"""Turn raw DINO outputs into detections in image coordinates."""
+from typing import Dict, List
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import nms
+
+from util import box_ops
+
+
+class PostProcess(nn.Module):
+    """Top-`num_select` (query, class) pairs by sigmoid score, boxes as xyxy
+    pixels of each image's `target_sizes` (h, w); optional class-agnostic NMS
+    when `nms_iou_threshold > 0`."""
+
+    def __init__(self, num_select: int = 100, nms_iou_threshold: float = -1):
+        super().__init__()
+        self.num_select = num_select
+        self.nms_iou_threshold = nms_iou_threshold
+
+    @torch.no_grad()
+    def forward(self, outputs: Dict[str, Tensor], target_sizes: Tensor, not_to_xyxy: bool = False,
+                test: bool = False) -> List[Dict[str, Tensor]]:
+        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
+        if len(logits) != len(target_sizes) or target_sizes.shape[1] != 2:
+            raise ValueError("target_sizes must hold one (h, w) row per image of the batch")
+        num_classes = logits.shape[2]
+        prob = logits.sigmoid().view(logits.shape[0], -1)
+        k = min(self.num_select, prob.shape[1])
+        scores, flat_index = torch.topk(prob, k, dim=1)
+        query_index = torch.div(flat_index, num_classes, rounding_mode="floor")
+        labels = flat_index % num_classes
+
+        if not not_to_xyxy:
+            boxes = box_ops.box_cxcywh_to_xyxy(boxes)
+        if test:  # COCO result format: x, y, w, h
+            boxes = torch.cat([boxes[..., :2], boxes[..., 2:] - boxes[..., :2]], -1)
+        boxes = torch.gather(boxes, 1, query_index.unsqueeze(-1).repeat(1, 1, 4))
+        img_h, img_w = target_sizes.to(boxes.dtype).unbind(1)
+        boxes = boxes * torch.stack([img_w, img_h, img_w, img_h], dim=1)[:, None, :]
+
+        results = []
+        for s, l, b in zip(scores, labels, boxes):
+            if self.nms_iou_threshold > 0:
+                keep = nms(b, s, iou_threshold=self.nms_iou_threshold)
+                s, l, b = s[keep], l[keep], b[keep]
+            results.append({"scores": s, "labels": l, "boxes": b})
+        return results
