@@ -10,3 +10,7 @@ data_aug_scales2_crop = [384, 600]
 
 # Multiplies every size above when set (e.g. 0.5 for quick experiments).
 data_aug_scale_overlap = None
+
+# 'detr' (above) or 'lsj' (large scale jitter with a fixed-size crop, for the
+# plain-ViT configs; see datasets/lsj.py).
+data_aug_type = 'detr'

@@ -1,0 +1,224 @@
+"""COCO-format detection dataset.
+
+`build(image_set, args)` reads `<coco_path>/annotations/instances_<set>2017.json`
+and the images under `<coco_path>/<set>2017/`, checks them (see
+datasets/validation.py) and returns a `CocoDetection` whose items are
+
+    image:  FloatTensor [3, H, W], ImageNet-normalized
+    target: {'boxes':     FloatTensor [N, 4], (cx, cy, w, h) relative to (W, H),
+             'labels':    int64 [N], category ids as in the json,
+             'image_id':  int64 [1],
+             'area':      float [N],
+             'iscrowd':   int64 [N] (all 0),
+             'orig_size': int64 [2], (h, w) of the image as loaded,
+             'size':      int64 [2], (h, w) after the transforms}
+
+As in the original DINO code, crowd annotations (iscrowd=1) are left out of
+the targets (COCO evaluation still sees them in the ground-truth json), boxes
+are clipped to the image and those left without area are dropped. Images
+without annotations stay in the dataset with empty targets.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.utils.data
+from pycocotools.coco import COCO
+
+from .image_io import EXIF_POLICIES, load_image
+from .transforms import make_coco_transforms
+from .validation import (
+    AnnotationReport,
+    DatasetError,
+    check_annotations,
+    check_dataset_root,
+    check_image_files,
+    check_images_folder,
+    check_label_space,
+    read_annotation_file,
+)
+
+__all__ = ["CocoDetection", "build", "coco_from_dict", "dataset_paths", "unwrap_dataset", "make_coco_transforms"]
+
+logger = logging.getLogger(__name__)
+
+# image_set -> (image folder, annotation file) under the dataset root.
+SPLIT_PATHS: Dict[str, Tuple[str, str]] = {
+    "train": ("train2017", "annotations/instances_train2017.json"),
+    "train_reg": ("train2017", "annotations/instances_train2017.json"),
+    "val": ("val2017", "annotations/instances_val2017.json"),
+    "eval_debug": ("val2017", "annotations/instances_val2017.json"),
+    "test": ("test2017", "annotations/image_info_test-dev2017.json"),
+}
+# Sets whose json may have no 'annotations' (COCO test-dev has image info only).
+UNLABELLED_SETS = ("test",)
+# Load-time warnings about json/file size mismatches per dataset (per worker).
+MAX_SIZE_WARNINGS = 5
+
+
+def dataset_paths(image_set: str, root: str) -> Tuple[str, str]:
+    """(image folder, annotation file) of `image_set` under `root`.
+
+    'test' uses test2017 + image_info_test-dev2017.json when that json exists
+    and falls back to the val images and annotations otherwise.
+    """
+    if image_set not in SPLIT_PATHS:
+        raise DatasetError(f"unknown image_set {image_set!r}; expected one of {', '.join(SPLIT_PATHS)}.")
+    folder, ann = SPLIT_PATHS[image_set]
+    if image_set == "test" and not os.path.exists(os.path.join(root, ann)):
+        folder, ann = SPLIT_PATHS["val"]
+        logger.info("%s not found: 'test' uses the val images and annotations",
+                    os.path.join(root, SPLIT_PATHS["test"][1]))
+    return os.path.join(root, folder), os.path.join(root, ann)
+
+
+def coco_from_dict(data: Dict[str, Any]) -> COCO:
+    """A pycocotools COCO over an already loaded dict (no second json read, no prints)."""
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def unwrap_dataset(dataset):
+    """The CocoDetection inside (possibly nested) torch Subsets."""
+    inner = dataset
+    while isinstance(inner, torch.utils.data.Subset):
+        inner = inner.dataset
+    if not isinstance(inner, CocoDetection):
+        raise TypeError(f"expected a CocoDetection (or a Subset of one), got {type(inner).__name__}")
+    return inner
+
+
+class CocoDetection(torch.utils.data.Dataset):
+    """Images and targets of one COCO-format annotation file (see module doc).
+
+    Loads and checks `ann_file` unless an already checked `coco` is given.
+    Attributes: `coco` (pycocotools COCO, the evaluation ground truth),
+    `ids` (image ids in index order: sorted, as torchvision's CocoDetection),
+    `img_folder`, `ann_file`, `report` (what the checks found).
+    """
+
+    def __init__(self, img_folder: str, ann_file: str, transforms=None, *, coco: Optional[COCO] = None,
+                 report: Optional[AnnotationReport] = None, exif_transpose: str = "auto",
+                 check_files: bool = True):
+        if exif_transpose not in EXIF_POLICIES:
+            raise DatasetError(f"exif_transpose must be one of {EXIF_POLICIES}, got {exif_transpose!r}")
+        self.img_folder = img_folder
+        self.ann_file = ann_file
+        self._transforms = transforms
+        self.exif_transpose = exif_transpose
+        if coco is None:
+            check_images_folder(img_folder)
+            data = read_annotation_file(ann_file, required_keys=("images",))
+            data.setdefault("annotations", [])
+            data.setdefault("categories", [])
+            report = check_annotations(data, ann_file)
+            if check_files:
+                check_image_files(data["images"], img_folder, ann_file)
+            report.log_warning()
+            coco = coco_from_dict(data)
+        self.coco = coco
+        self.report = report
+        self.ids: List[int] = sorted(coco.imgs.keys())
+        self._size_warnings = 0
+
+    @property
+    def transforms(self):
+        return self._transforms
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def image_path(self, index: int) -> str:
+        return os.path.join(self.img_folder, self.coco.imgs[self.ids[index]]["file_name"])
+
+    def load_image(self, image_id: int):
+        info = self.coco.imgs[image_id]
+        path = os.path.join(self.img_folder, info["file_name"])
+        json_size = None
+        if info.get("width") is not None and info.get("height") is not None:
+            json_size = (int(round(info["width"])), int(round(info["height"])))
+        img = load_image(path, image_id, json_size, self.exif_transpose)
+        if json_size is not None and img.size != json_size:
+            self._warn_size(path, image_id, img.size, json_size)
+        return img
+
+    def _warn_size(self, path, image_id, size, json_size) -> None:
+        self._size_warnings += 1
+        if self._size_warnings > MAX_SIZE_WARNINGS:
+            return
+        last = " (further mismatches are not reported)" if self._size_warnings == MAX_SIZE_WARNINGS else ""
+        logger.warning("%s (image id %s) is %dx%d but %s says %dx%d; its boxes are used as they are and may be "
+                       "misplaced%s", path, image_id, size[0], size[1], self.ann_file, json_size[0],
+                       json_size[1], last)
+
+    def prepare_target(self, image_id: int, width: int, height: int) -> Dict[str, torch.Tensor]:
+        """Target in absolute (x0, y0, x1, y1) pixels, before any transform."""
+        boxes, labels, areas = [], [], []
+        isfinite = math.isfinite
+        for ann in self.coco.imgToAnns.get(image_id, ()):
+            if ann.get("iscrowd", 0):
+                continue
+            x, y, w, h = ann["bbox"]
+            if not (isfinite(x) and isfinite(y) and isfinite(w) and isfinite(h)):
+                continue
+            boxes.append((x, y, w, h))
+            labels.append(ann["category_id"])
+            areas.append(ann.get("area", w * h))
+        box_t = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+        box_t[:, 2:] += box_t[:, :2]  # to (x0, y0, x1, y1) in float32, as the original
+        box_t[:, 0::2].clamp_(min=0, max=width)
+        box_t[:, 1::2].clamp_(min=0, max=height)
+        keep = (box_t[:, 2] > box_t[:, 0]) & (box_t[:, 3] > box_t[:, 1])
+        return {
+            "boxes": box_t[keep],
+            "labels": torch.tensor(labels, dtype=torch.int64)[keep],
+            "image_id": torch.tensor([image_id], dtype=torch.int64),
+            "area": torch.tensor(areas, dtype=torch.float32)[keep],
+            "iscrowd": torch.zeros(int(keep.sum()), dtype=torch.int64),
+            "orig_size": torch.tensor([height, width], dtype=torch.int64),
+            "size": torch.tensor([height, width], dtype=torch.int64),
+        }
+
+    def __getitem__(self, index: int):
+        image_id = self.ids[index]
+        img = self.load_image(image_id)
+        target = self.prepare_target(image_id, img.width, img.height)
+        if self._transforms is not None:
+            img, target = self._transforms(img, target)
+        return img, target
+
+    def __repr__(self) -> str:
+        return f"CocoDetection({len(self)} images, {self.ann_file})"
+
+
+def build(image_set: str, args: Any) -> CocoDetection:
+    """Check the dataset under `args.coco_path` and build `image_set` (see module doc)."""
+    if getattr(args, "masks", False):
+        raise DatasetError("masks=True (instance segmentation) is not supported; set masks = False.")
+    root = check_dataset_root(getattr(args, "coco_path", None))
+    img_folder, ann_file = dataset_paths(image_set, root)
+    check_images_folder(img_folder)
+    data = read_annotation_file(ann_file, required_keys=("images",) if image_set in UNLABELLED_SETS
+                                else ("images", "annotations", "categories"))
+    labelled = "annotations" in data
+    data.setdefault("annotations", [])
+    data.setdefault("categories", [])
+    report = check_annotations(data, ann_file)
+    check_image_files(data["images"], img_folder, ann_file)
+    if labelled:
+        check_label_space(report, getattr(args, "num_classes", None),
+                          getattr(args, "dn_labelbook_size", None), bool(getattr(args, "use_dn", True)))
+    report.log_warning()
+
+    transforms = make_coco_transforms(image_set, args)
+    return CocoDetection(img_folder, ann_file, transforms, coco=coco_from_dict(data), report=report,
+                         exif_transpose=getattr(args, "exif_transpose", None) or "auto")
