@@ -27,6 +27,7 @@ LEGACY_IGNORED_KEYS = frozenset({"dn_scalar", "dn_label_coef", "dn_bbox_coef"})
 OPTIONAL_KEYS = frozenset({
     "backbone_dir", "pretrained_backbone_path", "backbone_checkpoint",
     "exif_transpose",   # 'auto' (default), 'always' or 'never': see datasets/image_io.py
+    "backbone_drop_path_rate", "focal_levels", "focal_windows",  # backbone variants (docs/BACKBONES.md)
 })
 
 

@@ -1,0 +1,8 @@
+# DINO-4scale with FocalNet-L LRF (IN-22k, 384, 4 focal levels): 58.0 box AP at
+# 12 epochs (detrex model zoo). Pretrained file in backbone_dir: focalnet_large_lrf_384_fl4.pth
+_base_ = ['DINO_4scale.py']
+
+backbone = 'focalnet_L_384_22k_fl4'
+focal_levels = 4
+focal_windows = 3
+use_checkpoint = True
