@@ -1,6 +1,26 @@
-"""Train and evaluate DINO: `python main.py -c CONFIG --coco_path DIR [--options k=v ...]`."""
-import argparse
+"""Train and evaluate DINO: `python main.py -c CONFIG --coco_path DIR [--options k=v ...]`.
 
+Training writes to --output_dir: config_cfg.py, config_args_raw.json,
+config_args_all.json, info.txt (the log), log.txt (one JSON line per epoch),
+checkpoint.pth (every epoch), checkpoint{epoch:04}.pth (at lr_drop and every
+save_checkpoint_interval epochs), checkpoint_best_regular.pth (and
+checkpoint_best_ema.pth with use_ema). Rerunning the same command continues
+from output_dir/checkpoint.pth; an explicit --resume FILE always wins.
+
+Exit status: 0 done, 2 a problem with the config, the data or a checkpoint
+(one line on stderr says what), 3 a non-finite loss stopped training.
+See docs/TRAINING.md.
+"""
+import argparse
+import datetime
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
 import torch
 
 from util.slconfig import DictAction
@@ -48,6 +68,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rank", default=0, type=int, help="global rank of this process")
     parser.add_argument("--local_rank", "--local-rank", type=int, help="local rank (set by the launcher)")
     parser.add_argument("--amp", action="store_true", help="mixed precision where the device supports it")
+
+    # additions of this implementation
+    parser.add_argument("--print_freq", default=10, type=int,
+                        help="iterations between two progress lines (when stdout is not a terminal)")
     return parser
 
 
@@ -55,3 +79,427 @@ def build_model_main(args):
     """(model, criterion, postprocessors) for `args.modelname` (the original's name for this)."""
     from models import build_model
     return build_model(args)
+
+
+# --------------------------------------------------------------------------- #
+# config
+# --------------------------------------------------------------------------- #
+def load_config(args):
+    """The config file merged with the checked --options (ConfigError naming the key otherwise)."""
+    from util.slconfig import LEGACY_IGNORED_KEYS, ConfigError, SLConfig, check_options
+
+    cfg = SLConfig.fromfile(args.config_file)
+    options = dict(args.options or {})
+    flags = set(vars(args))
+    for key, value in options.items():
+        top = key.split(".")[0]
+        if top in flags and top not in cfg:
+            raise ConfigError(f"--options {key}={value!r}: '{top}' is a command-line flag, not a config key; "
+                              f"pass --{top} instead.")
+    checked = check_options(cfg, options)
+    ignored = sorted(k for k in options if k.split(".")[0] in LEGACY_IGNORED_KEYS)
+    cfg.merge_from_dict(checked)
+    return cfg, ignored
+
+
+def apply_config(cfg, args) -> None:
+    """Copy every config key onto args; a key that is also a command-line flag is an error."""
+    from util.slconfig import ConfigError
+
+    flags = vars(args)
+    for key, value in cfg.to_dict().items():
+        if key in flags:
+            raise ConfigError(f"config key '{key}' (in {cfg.filename} or --options) is also a command-line "
+                              f"flag; remove it from the config and pass --{key} instead.")
+        setattr(args, key, value)
+    if not getattr(args, "use_ema", None):
+        args.use_ema = False
+    if not getattr(args, "debug", None):
+        args.debug = False
+
+
+def _json_default(obj):
+    return str(obj)
+
+
+def _write_json(path: str, data) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, default=_json_default)
+
+
+def resolve_output_dir(output_dir: str) -> str:
+    """`%j` (the original scripts' Slurm job id placeholder) becomes $SLURM_JOB_ID when set."""
+    if output_dir and "%j" in output_dir and os.environ.get("SLURM_JOB_ID"):
+        output_dir = output_dir.replace("%j", os.environ["SLURM_JOB_ID"])
+    return output_dir
+
+
+def check_coco_path(args) -> None:
+    from datasets.validation import DatasetError
+
+    if (getattr(args, "dataset_file", "coco") or "coco") != "coco":
+        return
+    path = args.coco_path
+    if not path:
+        raise DatasetError("--coco_path is not set; point it at the folder holding train2017/, val2017/ and "
+                           "annotations/.")
+    if not os.path.isdir(path):
+        raise DatasetError(f"--coco_path {os.path.abspath(path)} does not exist or is not a folder (it must "
+                           f"hold train2017/, val2017/ and annotations/).")
+
+
+# --------------------------------------------------------------------------- #
+# randomness
+# --------------------------------------------------------------------------- #
+def seed_everything(seed: int) -> None:
+    seed = int(seed) % (2 ** 32)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of one epoch of one process: a function of (seed, epoch, rank) only, so an
+    epoch runs the same whether the run was resumed before it or not."""
+    return int(np.random.SeedSequence([int(seed) % (2 ** 32), int(epoch), int(rank)]).generate_state(1)[0])
+
+
+# --------------------------------------------------------------------------- #
+# data
+# --------------------------------------------------------------------------- #
+def build_loaders(args, train: bool, image_set_val: str = "val"):
+    from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
+
+    from datasets import build_dataset
+    from datasets.validation import DatasetError
+    from util import misc as utils
+    from util.distributed import EvalShardSampler
+
+    world, rank = utils.get_world_size(), utils.get_rank()
+    pin = str(args.device).startswith("cuda")
+    loaders = {}
+    if train:
+        dataset_train = build_dataset(image_set="train", args=args)
+        if len(dataset_train) < args.batch_size * world:
+            raise DatasetError(
+                f"the training set has {len(dataset_train)} images, fewer than batch_size ({args.batch_size}) x "
+                f"processes ({world}); there is nothing to train on. Add images or lower batch_size.")
+        # the order depends on (seed, epoch) only (set_epoch), not on how much randomness was used before
+        sampler_train = DistributedSampler(dataset_train, num_replicas=world, rank=rank, shuffle=True,
+                                           seed=args.seed)
+        batch_sampler = BatchSampler(sampler_train, args.batch_size, drop_last=True)
+        loaders["train"] = DataLoader(dataset_train, batch_sampler=batch_sampler, collate_fn=utils.collate_fn,
+                                      num_workers=args.num_workers, pin_memory=pin)
+        loaders["sampler_train"] = sampler_train
+    dataset_val = build_dataset(image_set=image_set_val, args=args)
+    # batch size 1 as the original: padding a batch to its largest image changes the
+    # features of the smaller ones and lowers AP (docs/TRAINING.md)
+    loaders["val"] = DataLoader(dataset_val, batch_size=1, sampler=EvalShardSampler(len(dataset_val), world, rank),
+                                drop_last=False, collate_fn=utils.collate_fn, num_workers=args.num_workers,
+                                pin_memory=pin)
+    loaders["dataset_val"] = dataset_val
+    return loaders
+
+
+def build_lr_scheduler(args, optimizer, steps_per_epoch: int):
+    if getattr(args, "onecyclelr", False):
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, steps_per_epoch=max(1, steps_per_epoch),
+                                                   epochs=args.epochs, pct_start=0.2)
+    if getattr(args, "multi_step_lr", False):
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(args.lr_drop_list))
+    return torch.optim.lr_scheduler.StepLR(optimizer, max(1, int(args.lr_drop)))
+
+
+# --------------------------------------------------------------------------- #
+# log.txt
+# --------------------------------------------------------------------------- #
+def _logged_epochs(log_path: str):
+    epochs = set()
+    if not os.path.exists(log_path):
+        return epochs
+    with open(log_path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and isinstance(entry.get("epoch"), int):
+                epochs.add(entry["epoch"])
+    return epochs
+
+
+def append_log_line(log_path: str, stats) -> None:
+    with open(log_path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(stats, default=_json_default) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# --------------------------------------------------------------------------- #
+# main
+# --------------------------------------------------------------------------- #
+def main(args):
+    """Train, evaluate (--eval) or export detections (--test); see the module doc."""
+    from util.distributed import cleanup_distributed, init_distributed_mode
+
+    init_distributed_mode(args)
+    try:
+        return _main(args)
+    finally:
+        import logging
+
+        from util.logger import remove_handlers
+        remove_handlers(logging.getLogger("dino"), logging.getLogger("datasets"))
+        cleanup_distributed()
+
+
+def _main(args):
+    from engine import evaluate, make_grad_scaler, test, train_one_epoch
+    from util import misc as utils
+    from util.checkpoint import (get_rng_state, load_checkpoint, load_model_weights, load_optimizer_state,
+                                 remove_stale_tmp_files, save_checkpoint_files, set_rng_state)
+    from util.distributed import barrier
+    from util.ema import ModelEma
+    from util.get_param_dicts import describe_param_groups, get_param_dict
+    from util.logger import route_library_logs, setup_logger
+    from util.metric_logger import BestMetricHolder
+    from util.slconfig import ConfigError
+
+    rank = utils.get_rank()
+    is_main = utils.is_main_process()
+    args.output_dir = resolve_output_dir(args.output_dir)
+    output_dir = args.output_dir
+    raw_args = dict(vars(args))
+
+    cfg, ignored_options = load_config(args)
+    apply_config(cfg, args)
+    check_coco_path(args)
+
+    if output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+    logger = setup_logger(output=os.path.join(output_dir, "info.txt") if output_dir else None,
+                          distributed_rank=rank, name="dino")
+    route_library_logs(logger)
+    logger.info("Command: %s", getattr(args, "command_txt", None) or " ".join(sys.argv))
+    if ignored_options:
+        logger.info("--options %s: accepted for compatibility with the original scripts and ignored "
+                    "(no code reads them)", ", ".join(ignored_options))
+    if output_dir and is_main:
+        cfg.dump(os.path.join(output_dir, "config_cfg.py"))
+        _write_json(os.path.join(output_dir, "config_args_raw.json"), raw_args)
+        _write_json(os.path.join(output_dir, "config_args_all.json"), vars(args))
+        removed = remove_stale_tmp_files(output_dir)
+        if removed:
+            logger.info("removed %d temporary files of an interrupted save: %s", len(removed), ", ".join(removed))
+    logger.info("world size %d, rank %d, local rank %s", args.world_size, args.rank, args.local_rank)
+    logger.debug("args: %s", json.dumps(vars(args), default=_json_default, sort_keys=True))
+
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {args.device}: no CUDA device is available here; use --device cpu.")
+    device = torch.device(args.device)
+
+    seed_everything(args.seed + rank)
+
+    model, criterion, postprocessors = build_model_main(args)
+    model.to(device)
+    model_without_ddp = model
+    training = not (args.eval or args.test)
+    ema_m = ModelEma(model_without_ddp, args.ema_decay) if args.use_ema and training else None
+    if args.distributed and training:  # evaluation runs on the plain model (no gradient buckets)
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[args.gpu] if device.type == "cuda" else None,
+            find_unused_parameters=args.find_unused_params)
+        model_without_ddp = model.module
+    n_parameters = sum(p.numel() for p in model_without_ddp.parameters() if p.requires_grad)
+    logger.info("number of trainable parameters: %d", n_parameters)
+
+    optimizer = torch.optim.AdamW(get_param_dict(args, model_without_ddp), lr=args.lr,
+                                  weight_decay=args.weight_decay)
+    logger.info("optimizer param groups:\n%s", describe_param_groups(optimizer))
+    scaler = make_grad_scaler(device, args.amp)
+
+    loaders = build_loaders(args, train=training, image_set_val="test" if args.test else "val")
+    lr_scheduler = build_lr_scheduler(args, optimizer, len(loaders["train"]) if training else 1)
+    base_ds = None
+    if not args.test:
+        from datasets import get_coco_api_from_dataset
+        base_ds = get_coco_api_from_dataset(loaders["dataset_val"])
+
+    # ------------------------------------------------------------- weights
+    best_holder = BestMetricHolder(use_ema=args.use_ema)
+    auto_ckpt = os.path.join(output_dir, "checkpoint.pth") if output_dir else ""
+    resume_path, how = args.resume, "--resume"
+    if not resume_path and auto_ckpt and os.path.exists(auto_ckpt):
+        resume_path, how = auto_ckpt, "auto-resume"
+    checkpoint = None
+    if resume_path:
+        checkpoint = load_checkpoint(resume_path, "--resume")
+        load_model_weights(model_without_ddp, checkpoint["model"], resume_path, "--resume", strict=True, log=logger)
+        ckpt_epoch = checkpoint.get("epoch")
+        logger.info("Loaded checkpoint %s (%s%s)", os.path.abspath(resume_path), how,
+                    f", epoch {ckpt_epoch}" if isinstance(ckpt_epoch, int) else "")
+        if ema_m is not None:
+            if isinstance(checkpoint.get("ema_model"), dict):
+                load_model_weights(ema_m.module, checkpoint["ema_model"], resume_path, "--resume (ema_model)",
+                                   strict=True, log=logger)
+            else:
+                ema_m = ModelEma(model_without_ddp, args.ema_decay)
+        if training and all(k in checkpoint for k in ("optimizer", "lr_scheduler", "epoch")):
+            load_optimizer_state(optimizer, checkpoint["optimizer"], resume_path)
+            lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
+            args.start_epoch = int(checkpoint["epoch"]) + 1
+            if checkpoint.get("scaler") and scaler.is_enabled():
+                scaler.load_state_dict(checkpoint["scaler"])
+            if checkpoint.get("best_metric"):
+                best_holder.load_state_dict(checkpoint["best_metric"])
+            rng = checkpoint.get("rng_state")
+            if isinstance(rng, list) and len(rng) == args.world_size:
+                set_rng_state(rng[rank])
+        elif training:
+            logger.info("%s has weights only; training starts at epoch %d with a new optimizer",
+                        resume_path, args.start_epoch)
+    elif args.pretrain_model_path:
+        pre = load_checkpoint(args.pretrain_model_path, "--pretrain_model_path")
+        load_model_weights(model_without_ddp, pre["model"], args.pretrain_model_path, "--pretrain_model_path",
+                           strict=False, ignore=args.finetune_ignore or (), log=logger)
+        logger.info("Loaded weights from %s (--pretrain_model_path)", os.path.abspath(args.pretrain_model_path))
+        if ema_m is not None:
+            ema_m = ModelEma(model_without_ddp, args.ema_decay)
+    elif not training:
+        logger.warning("no --resume, no %s and no --pretrain_model_path: evaluating an untrained model",
+                       auto_ckpt or "checkpoint")
+
+    # ------------------------------------------------------------- eval / test only
+    if args.test:
+        test(model_without_ddp, criterion, postprocessors, loaders["val"], base_ds, device, output_dir,
+             args=args, logger=logger if args.save_log else None)
+        return {}
+    if args.eval:
+        test_stats, _ = evaluate(model_without_ddp, criterion, postprocessors, loaders["val"], base_ds, device,
+                                 output_dir, args=args, logger=logger if args.save_log else None)
+        if output_dir and is_main:
+            entry = {f"test_{k}": v for k, v in test_stats.items()}
+            entry.update({"mode": "eval", "checkpoint": os.path.abspath(resume_path) if resume_path else None,
+                          "checkpoint_epoch": checkpoint.get("epoch") if checkpoint else None,
+                          "now_time": str(datetime.datetime.now())})
+            append_log_line(os.path.join(output_dir, "log.txt"), entry)
+        return test_stats
+
+    # ------------------------------------------------------------- training
+    log_path = os.path.join(output_dir, "log.txt") if output_dir else ""
+    if (is_main and checkpoint is not None and log_path and isinstance(checkpoint.get("log_stats"), dict)
+            and os.path.abspath(resume_path) == os.path.abspath(auto_ckpt)
+            and checkpoint.get("epoch") not in _logged_epochs(log_path)):
+        append_log_line(log_path, checkpoint["log_stats"])  # the run stopped between checkpoint and log line
+    if args.start_epoch >= args.epochs:
+        logger.info("Nothing to train: the checkpoint is at epoch %d and epochs=%d", args.start_epoch - 1,
+                    args.epochs)
+        return {}
+
+    logger.info("Start training at epoch %d of %d", args.start_epoch, args.epochs)
+    start_time = time.time()
+    train_logger = logger if args.save_log else None
+    last_stats = {}
+    for epoch in range(args.start_epoch, args.epochs):
+        epoch_start = time.time()
+        seed_everything(epoch_seed(args.seed, epoch, rank))
+        loaders["sampler_train"].set_epoch(epoch)
+        train_stats = train_one_epoch(model, criterion, loaders["train"], optimizer, device, epoch,
+                                      args.clip_max_norm, lr_scheduler=lr_scheduler, args=args,
+                                      logger=train_logger, ema_m=ema_m, scaler=scaler)
+        if not args.onecyclelr:
+            lr_scheduler.step()
+
+        test_stats, _ = evaluate(model_without_ddp, criterion, postprocessors, loaders["val"], base_ds, device,
+                                 output_dir, args=args, logger=train_logger)
+        is_best = best_holder.update(test_stats["coco_eval_bbox"][0], epoch, is_ema=False)
+        log_stats = {**{f"train_{k}": v for k, v in train_stats.items()},
+                     **{f"test_{k}": v for k, v in test_stats.items()}}
+        is_best_ema = False
+        if args.use_ema:
+            ema_stats, _ = evaluate(ema_m.module, criterion, postprocessors, loaders["val"], base_ds, device,
+                                    output_dir, args=args, logger=train_logger, header="Test (EMA):",
+                                    results_file="results_ema.json")
+            log_stats.update({f"ema_test_{k}": v for k, v in ema_stats.items()})
+            is_best_ema = best_holder.update(ema_stats["coco_eval_bbox"][0], epoch, is_ema=True)
+        log_stats.update(best_holder.summary())
+        log_stats.update({"epoch": epoch, "n_parameters": n_parameters, "now_time": str(datetime.datetime.now()),
+                          "epoch_time": str(datetime.timedelta(seconds=int(time.time() - epoch_start)))})
+
+        rng_states = utils.all_gather(get_rng_state())
+        if output_dir and is_main:
+            state = {
+                "model": model_without_ddp.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "lr_scheduler": lr_scheduler.state_dict(),
+                "epoch": epoch,
+                "args": args,
+                "scaler": scaler.state_dict(),
+                "best_metric": best_holder.state_dict(),
+                "rng_state": rng_states,
+                "world_size": args.world_size,
+                "log_stats": log_stats,
+            }
+            if args.use_ema:
+                state["ema_model"] = ema_m.module.state_dict()
+            out = Path(output_dir)
+            if is_best_ema:
+                save_checkpoint_files({**state, "model": ema_m.module.state_dict()},
+                                      [out / "checkpoint_best_ema.pth"])
+            paths = []
+            if (epoch + 1) % max(1, int(args.lr_drop)) == 0 or \
+                    (epoch + 1) % max(1, int(args.save_checkpoint_interval)) == 0:
+                paths.append(out / f"checkpoint{epoch:04}.pth")
+            if is_best:
+                paths.append(out / "checkpoint_best_regular.pth")
+            paths.append(out / "checkpoint.pth")  # last: the file a restart resumes from
+            save_checkpoint_files(state, paths)
+            append_log_line(log_path, log_stats)
+        barrier()
+        last_stats = log_stats
+
+    total = time.time() - start_time
+    logger.info("Training time %s", str(datetime.timedelta(seconds=int(total))))
+    return last_stats
+
+
+# --------------------------------------------------------------------------- #
+# command line
+# --------------------------------------------------------------------------- #
+def _error_line(message: str, all_ranks: bool) -> None:
+    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0)
+    if rank != 0 and not all_ranks:
+        return
+    prefix = "error: " if rank == 0 else f"error (rank {rank}): "
+    sys.stderr.write(prefix + message.strip() + "\n")
+    sys.stderr.flush()
+
+
+def run_cli(args) -> int:
+    """main(args) with the errors meant for people turned into one message and an exit status."""
+    from datasets.validation import DatasetError, user_message
+    from engine import NonFiniteLossError
+    from models.dino.config_checks import UnsupportedConfigError
+    from util.checkpoint import CheckpointError
+    from util.slconfig import ConfigError
+
+    try:
+        main(args)
+    except (ConfigError, UnsupportedConfigError, CheckpointError) as exc:
+        _error_line(str(exc), all_ranks=False)
+        return 2
+    except DatasetError as exc:
+        _error_line(user_message(exc), all_ranks=True)
+        return 2
+    except NonFiniteLossError as exc:
+        _error_line(str(exc), all_ranks=False)
+        return 3
+    except KeyboardInterrupt:
+        _error_line("interrupted", all_ranks=False)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    _parser = argparse.ArgumentParser("DINO training and evaluation", parents=[get_args_parser()])
+    sys.exit(run_cli(_parser.parse_args()))
