@@ -1,0 +1,135 @@
+"""Locating the compiled ``MultiScaleDeformableAttention`` extension and
+choosing the execution path of the multi-scale deformable attention op.
+
+The extension is looked up, in this order:
+
+1. a shared object built in place next to ``setup.py``
+   (``python setup.py build_ext --inplace`` or ``pip install -e``), so that a
+   rebuilt checkout is never shadowed by an older installed copy;
+2. ``import MultiScaleDeformableAttention`` (after ``pip install ./models/dino/ops``
+   or ``python setup.py build install``).
+
+The environment variable ``DINO_MSDA_BACKEND`` selects the path:
+
+* ``auto`` (default): compiled op when it supports the tensor's device, else PyTorch;
+* ``pytorch``: always the pure PyTorch (``grid_sample``) implementation;
+* ``compiled``: always the compiled op, error if it is not available.
+"""
+
+import glob
+import importlib.machinery
+import importlib.util
+import logging
+import os
+import sys
+
+logger = logging.getLogger("dino.ops")
+
+EXT_NAME = "MultiScaleDeformableAttention"
+ENV_VAR = "DINO_MSDA_BACKEND"
+_VALID_MODES = ("auto", "pytorch", "compiled")
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+_state = {"loaded": False, "ext": None, "error": None, "origin": None}
+_announced = set()
+
+
+def _load_inplace_build():
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        for path in sorted(glob.glob(os.path.join(_HERE, EXT_NAME + suffix))):
+            spec = importlib.util.spec_from_file_location(EXT_NAME, path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            sys.modules[EXT_NAME] = module
+            return module
+    return None
+
+
+def get_extension():
+    """Return the compiled extension module, or ``None`` if it cannot be loaded."""
+    if not _state["loaded"]:
+        _state["loaded"] = True
+        import torch  # noqa: F401  (the extension needs libtorch loaded first)
+
+        ext, errors = None, []
+        try:
+            ext = _load_inplace_build()
+            if ext is None:
+                errors.append(f"no in-place build in {_HERE}")
+        except ImportError as exc:  # e.g. built against another torch
+            errors.append(f"in-place build: {exc}")
+        if ext is None:
+            try:
+                import MultiScaleDeformableAttention as ext  # type: ignore
+            except ImportError as exc:  # not installed, or an ABI mismatch
+                errors.append(f"import {EXT_NAME}: {exc}")
+        if ext is not None and not hasattr(ext, "ms_deform_attn_forward"):
+            errors.append(f"{getattr(ext, '__file__', ext)} is not the expected extension")
+            ext = None
+        _state["ext"] = ext
+        _state["error"] = "; ".join(errors) if ext is None else None
+        _state["origin"] = getattr(ext, "__file__", None) if ext is not None else None
+    return _state["ext"]
+
+
+def extension_error():
+    """Why the extension could not be loaded (``None`` if it was)."""
+    get_extension()
+    return _state["error"]
+
+
+def compiled_with_cuda():
+    ext = get_extension()
+    return bool(ext is not None and hasattr(ext, "with_cuda") and ext.with_cuda())
+
+
+def backend_mode():
+    mode = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    if mode not in _VALID_MODES:
+        raise ValueError(f"{ENV_VAR}={mode!r}; expected one of {_VALID_MODES}")
+    return mode
+
+
+def backend(device="cpu"):
+    """Execution path MSDeformAttn takes for tensors on ``device``.
+
+    Returns ``"compiled-cpu"``, ``"compiled-cuda"`` or ``"pytorch"``.
+    Raises ``RuntimeError`` if ``DINO_MSDA_BACKEND=compiled`` but the compiled
+    op does not support ``device``.
+    """
+    import torch
+
+    dev_type = torch.device(device).type
+    mode = backend_mode()
+    if mode == "pytorch":
+        return "pytorch"
+    ext = get_extension()
+    if dev_type == "cpu" and ext is not None:
+        return "compiled-cpu"
+    if dev_type == "cuda" and ext is not None and compiled_with_cuda():
+        return "compiled-cuda"
+    if mode == "compiled":
+        if ext is None:
+            why = f"the extension is not available ({_state['error']})"
+        else:
+            why = f"the extension does not support {dev_type} tensors"
+        raise RuntimeError(
+            f"{ENV_VAR}=compiled but {why}. Build it with "
+            "`pip install ./models/dino/ops` or "
+            "`cd models/dino/ops && python setup.py build_ext --inplace`.")
+    return "pytorch"
+
+
+def announce(device_type, path):
+    """Log once per (device type, path) which implementation is used."""
+    key = (device_type, path)
+    if key in _announced:
+        return
+    _announced.add(key)
+    if path == "pytorch":
+        reason = (f"forced by {ENV_VAR}=pytorch" if backend_mode() == "pytorch"
+                  else (f"compiled extension unavailable: {_state['error']}" if _state["ext"] is None
+                        else f"compiled extension has no {device_type} kernel"))
+        logger.info("MSDeformAttn on %s: using the PyTorch (grid_sample) path (%s)", device_type, reason)
+    else:
+        logger.info("MSDeformAttn on %s: using the compiled %s op (%s)", device_type, EXT_NAME, _state["origin"])

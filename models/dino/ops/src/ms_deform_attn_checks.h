@@ -1,0 +1,63 @@
+// Argument checks shared by the CPU and CUDA entry points.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace msda {
+
+// Checks ranks, sizes, dtypes and devices; returns nothing, throws on error.
+inline void check_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                         const at::Tensor& level_start_index, const at::Tensor& sampling_loc,
+                         const at::Tensor& attn_weight, int64_t im2col_step) {
+  TORCH_CHECK(value.dim() == 4, "value must be (N, S, M, D), got ", value.sizes());
+  TORCH_CHECK(sampling_loc.dim() == 6 && sampling_loc.size(5) == 2,
+              "sampling_loc must be (N, Lq, M, L, P, 2), got ", sampling_loc.sizes());
+  TORCH_CHECK(attn_weight.dim() == 5, "attn_weight must be (N, Lq, M, L, P), got ",
+              attn_weight.sizes());
+  TORCH_CHECK(spatial_shapes.dim() == 2 && spatial_shapes.size(1) == 2,
+              "spatial_shapes must be (L, 2), got ", spatial_shapes.sizes());
+  TORCH_CHECK(level_start_index.dim() == 1 && level_start_index.size(0) == spatial_shapes.size(0),
+              "level_start_index must be (L,), got ", level_start_index.sizes());
+  const auto N = value.size(0), M = value.size(2), L = spatial_shapes.size(0);
+  TORCH_CHECK(sampling_loc.size(0) == N && sampling_loc.size(2) == M && sampling_loc.size(3) == L,
+              "sampling_loc ", sampling_loc.sizes(), " does not match value ", value.sizes(),
+              " and ", L, " levels");
+  TORCH_CHECK(attn_weight.sizes() == sampling_loc.sizes().slice(0, 5),
+              "attn_weight ", attn_weight.sizes(), " does not match sampling_loc ",
+              sampling_loc.sizes());
+  const auto dtype = value.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
+              "value must be float32 or float64, got ", dtype);
+  TORCH_CHECK(sampling_loc.scalar_type() == dtype && attn_weight.scalar_type() == dtype,
+              "value, sampling_loc and attn_weight must have the same dtype, got ", dtype, ", ",
+              sampling_loc.scalar_type(), ", ", attn_weight.scalar_type());
+  TORCH_CHECK(spatial_shapes.scalar_type() == at::kLong &&
+                  level_start_index.scalar_type() == at::kLong,
+              "spatial_shapes and level_start_index must be int64");
+  const auto device = value.device();
+  TORCH_CHECK(sampling_loc.device() == device && attn_weight.device() == device &&
+                  spatial_shapes.device() == device && level_start_index.device() == device,
+              "all tensors must be on the same device as value (", device, ")");
+  TORCH_CHECK(value.is_contiguous() && sampling_loc.is_contiguous() &&
+                  attn_weight.is_contiguous() && spatial_shapes.is_contiguous() &&
+                  level_start_index.is_contiguous(),
+              "all tensors must be contiguous");
+  TORCH_CHECK(im2col_step > 0, "im2col_step must be positive, got ", im2col_step);
+}
+
+// Host-side check that every level lies inside value (CPU tensors only, it
+// reads the shapes).
+inline void check_levels_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                             const at::Tensor& level_start_index) {
+  const int64_t* shapes = spatial_shapes.data_ptr<int64_t>();
+  const int64_t* start = level_start_index.data_ptr<int64_t>();
+  const int64_t S = value.size(1);
+  for (int64_t l = 0; l < spatial_shapes.size(0); ++l) {
+    const int64_t H = shapes[2 * l], W = shapes[2 * l + 1];
+    TORCH_CHECK(H > 0 && W > 0, "level ", l, " has empty shape (", H, ", ", W, ")");
+    TORCH_CHECK(start[l] >= 0 && start[l] + H * W <= S, "level ", l, " (start ", start[l],
+                ", shape (", H, ", ", W, ")) does not fit in value with S = ", S);
+  }
+}
+
+}  // namespace msda
