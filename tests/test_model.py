@@ -93,3 +93,10 @@ def test_no_hard_coded_cuda_calls():
         if ".cuda()" in text or ".to('cuda')" in text or '.to("cuda")' in text:
             offenders.append(str(path))
     assert not offenders
+
+
+def test_images_too_small_for_the_query_count_give_a_clear_error():
+    model, _, _ = build_tiny_model("num_queries=200")   # a 96x96 image gives 12*12 + 6*6 + 3*3 + 2*2 = 193 positions
+    model.eval()
+    with pytest.raises(ValueError, match="num_queries=200"):
+        model(random_images([(96, 96)]))

@@ -1,0 +1,35 @@
+# A small DINO that learns on a 2-core CPU in minutes, from random weights and
+# with nothing to download: the demo of scripts/demo.sh on the synthetic shapes
+# dataset of tools/make_synthetic_coco.py. Same model and code paths as
+# DINO-4scale (deformable attention, two-stage query selection, contrastive
+# denoising, look-forward-twice); only sizes differ.
+_base_ = ['DINO_4scale.py']
+
+num_classes = 6             # synthetic shapes use category ids 1..5
+dn_labelbook_size = 6
+
+# ResNet-18 trained from scratch: ordinary batch norm, nothing frozen
+backbone = 'resnet18'
+batch_norm_type = 'BatchNorm2d'
+backbone_freeze_keywords = []
+
+hidden_dim = 128
+dim_feedforward = 256
+nheads = 4
+enc_layers = 2
+dec_layers = 3
+num_queries = 50
+num_select = 50
+dn_number = 10
+
+lr = 2e-4
+lr_backbone = 2e-4
+batch_size = 4
+epochs = 10
+lr_drop = 8
+save_checkpoint_interval = 100
+
+data_aug_scales = [112, 128]
+data_aug_max_size = 160
+data_aug_scales2_resize = [112, 128]
+data_aug_scales2_crop = [96, 128]
