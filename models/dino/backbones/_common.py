@@ -37,6 +37,12 @@ class DropPath(nn.Module):
         return f"p={self.p}"
 
 
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Zero-pad [B, C, H, W] at the bottom/right so H and W are multiples of `multiple`."""
+    return F.pad(x, (0, (multiple - x.shape[-1] % multiple) % multiple,
+                     0, (multiple - x.shape[-2] % multiple) % multiple))
+
+
 def drop_path_or_identity(p: float) -> nn.Module:
     return DropPath(p) if p > 0 else nn.Identity()
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import (Mlp, drop_path_or_identity, drop_path_rate, finish_body, linear_from_conv1x1,
+from ._common import (Mlp, pad_to_multiple, drop_path_or_identity, drop_path_rate, finish_body, linear_from_conv1x1,
                       optional_list, reject_dilation, run_block, stage_indices, stochastic_depth_rates,
                       strip_prefix)
 from .pretrained import StateDict
@@ -137,7 +137,7 @@ class PatchEmbed(nn.Module):
     def forward(self, x: Tensor):
         """[B, C, H, W] -> tokens [B, h*w, C'], h, w."""
         s = self.stride
-        x = self.proj(F.pad(x, (0, (s - x.shape[-1] % s) % s, 0, (s - x.shape[-2] % s) % s)))
+        x = self.proj(pad_to_multiple(x, s))
         height, width = x.shape[-2:]
         return self.norm(x.flatten(2).transpose(1, 2)), height, width
 

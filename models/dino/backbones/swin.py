@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import (Mlp, drop_path_or_identity, drop_path_rate, finish_body, keep_own_buffers,
+from ._common import (Mlp, pad_to_multiple, drop_path_or_identity, drop_path_rate, finish_body, keep_own_buffers,
                       resize_rel_pos_table, run_block, stage_indices, stochastic_depth_rates, strip_prefix)
 from .pretrained import StateDict
 from .registry import register_backbone
@@ -214,7 +214,7 @@ class PatchEmbed(nn.Module):
     def forward(self, x: Tensor):
         """[B, 3, H, W] -> tokens [B, h*w, C], h, w."""
         p = self.patch_size
-        x = self.proj(F.pad(x, (0, (p - x.shape[-1] % p) % p, 0, (p - x.shape[-2] % p) % p)))
+        x = self.proj(pad_to_multiple(x, p))
         height, width = x.shape[-2:]
         return self.norm(x.flatten(2).transpose(1, 2)), height, width
 
