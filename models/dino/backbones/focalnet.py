@@ -22,7 +22,6 @@ import re
 from typing import List, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._common import (Mlp, pad_to_multiple, drop_path_or_identity, drop_path_rate, finish_body, linear_from_conv1x1,
