@@ -3,9 +3,8 @@
 Boxes are `(cx, cy, w, h)` (normalized, what the model predicts) or
 `(x0, y0, x1, y1)`.
 """
-import torch
 from torch import Tensor
-from torchvision.ops import box_convert, box_iou as _box_iou, generalized_box_iou as _generalized_box_iou
+from torchvision.ops import box_convert, generalized_box_iou as _generalized_box_iou
 
 
 def box_cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
@@ -18,19 +17,7 @@ def box_xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
     return box_convert(boxes, "xyxy", "cxcywh")
 
 
-def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """Pairwise IoU of two sets of xyxy boxes, shape [N, M]."""
-    return _box_iou(boxes1, boxes2)
-
-
 def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """Pairwise generalized IoU (https://giou.stanford.edu/) of xyxy boxes, shape [N, M]."""
     return _generalized_box_iou(boxes1, boxes2)
 
-
-def masks_to_boxes(masks: Tensor) -> Tensor:
-    """Tight xyxy boxes around binary masks [N, H, W]; empty masks give zeros."""
-    if masks.numel() == 0:
-        return torch.zeros((0, 4), device=masks.device)
-    from torchvision.ops import masks_to_boxes as _masks_to_boxes
-    return _masks_to_boxes(masks)

@@ -29,11 +29,6 @@ class NestedTensor:
     def device(self) -> torch.device:
         return self.tensors.device
 
-    def image_sizes(self) -> List[Tuple[int, int]]:
-        """(h, w) of the unpadded part of every image."""
-        valid = ~self.mask
-        return [(int(m.any(1).sum()), int(m.any(0).sum())) for m in valid]
-
     def __repr__(self) -> str:
         return f"NestedTensor(tensors={tuple(self.tensors.shape)}, mask={tuple(self.mask.shape) if self.mask is not None else None})"
 
@@ -87,11 +82,6 @@ def get_rank() -> int:
 
 def is_main_process() -> bool:
     return get_rank() == 0
-
-
-def save_on_master(*args, **kwargs) -> None:
-    if is_main_process():
-        torch.save(*args, **kwargs)
 
 
 def all_gather(data: Any) -> List[Any]:
