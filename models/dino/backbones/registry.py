@@ -52,3 +52,39 @@ def _import_all() -> None:
     for info in pkgutil.iter_modules(backbones.__path__):
         if info.name != "registry" and not info.name.startswith("_"):
             importlib.import_module(f"models.dino.backbones.{info.name}")
+
+
+# --- checkpoint layouts -------------------------------------------------------
+# Released checkpoints name a backbone's tensors in their own way (detrex /
+# detectron2, timm, the authors' repositories). A family file registers, next to
+# its builder, a function that maps one such layout onto its own keys:
+#     @register_layout_remap("detrex", "swin_T_224_1k", ...)
+#     def remap_detrex(state: StateDict, args) -> StateDict: ...
+# `state` holds the checkpoint's backbone tensors with the layout's backbone
+# prefix removed (detrex: "backbone."); the result is keyed as the body's own
+# state_dict() (the module `backbone.0` of the detector).
+LayoutRemap = Callable[[dict, object], dict]
+_LAYOUT_REMAPS: Dict[str, Dict[str, LayoutRemap]] = {}
+
+
+def register_layout_remap(layout: str, *names: str) -> Callable[[LayoutRemap], LayoutRemap]:
+    """Decorator registering a key remap from checkpoint `layout` for backbone `names`."""
+    def wrap(fn: LayoutRemap) -> LayoutRemap:
+        table = _LAYOUT_REMAPS.setdefault(layout, {})
+        for name in names:
+            if name in table:
+                raise KeyError(f"layout remap {layout!r} for backbone {name!r} is registered twice")
+            table[name] = fn
+        return fn
+    return wrap
+
+
+def get_layout_remap(layout: str, backbone_name: str) -> LayoutRemap:
+    """The remap from `layout` for `backbone_name`; a ValueError naming what exists if none."""
+    _import_all()
+    table = _LAYOUT_REMAPS.get(layout, {})
+    if backbone_name not in table:
+        known = ", ".join(sorted(table)) or "none"
+        raise ValueError(f"no {layout} checkpoint layout is known for backbone={backbone_name!r} "
+                         f"(known for: {known})")
+    return table[backbone_name]
