@@ -14,7 +14,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
-from .pretrained import StateDict, freeze_by_keywords, load_pretrained, pretrained_path
+from .pretrained import (PretrainedSource, StateDict, attach_pretrained_source, freeze_by_keywords, load_pretrained,
+                         pretrained_path)
 
 logger = logging.getLogger("dino.backbone")
 
@@ -111,14 +112,17 @@ def resize_rel_pos_table(table: Tensor, window: int) -> Tensor:
 
 
 def finish_body(body: nn.Module, args, file_names: Dict[str, str],
-                remap: Callable[[StateDict, nn.Module], StateDict]) -> nn.Module:
-    """Load the pretrained file named by the args (if any), then apply `backbone_freeze_keywords`."""
+                remap: Callable[[StateDict, nn.Module], StateDict],
+                source: Optional[PretrainedSource] = None) -> nn.Module:
+    """Load the pretrained file named by the args (if any), else attach where the weights come from
+    (`source`, or the file to get: see pretrained.load_library_weights); then apply
+    `backbone_freeze_keywords`."""
     path = pretrained_path(args, file_names)
     if path:
         load_pretrained(body, path, remap, what=args.backbone)
     else:
-        logger.warning("%s starts from random weights (no pretrained_backbone_path / backbone_dir given)",
-                       args.backbone)
+        hint = file_names.get(args.backbone, f"the pretrained file of {args.backbone}")
+        attach_pretrained_source(body, args, source or PretrainedSource(args.backbone, hint, remap=remap))
     freeze_by_keywords(body, getattr(args, "backbone_freeze_keywords", None))
     return body
 
@@ -160,3 +164,33 @@ def optional_list(value, n: int) -> Optional[List[int]]:
     if len(value) != n:
         raise ValueError(f"expected {n} values, got {value}")
     return value
+
+
+def rename_keys(state: StateDict, rules: Sequence[tuple], drop: Sequence[str] = (), what: str = "checkpoint") -> StateDict:
+    """Rename every key by the first matching `(regex, replacement)` of `rules` (re.fullmatch).
+
+    Keys matching a regex of `drop` are left out (constant buffers the body
+    recomputes). A key that neither rule nor drop pattern matches raises a
+    ValueError naming it (and how many more there are), so a checkpoint of
+    another model cannot load half-way.
+    """
+    import re
+
+    compiled = [(re.compile(pattern), repl) for pattern, repl in rules]
+    dropped = [re.compile(pattern) for pattern in drop]
+    out: StateDict = {}
+    unknown: List[str] = []
+    for key, value in state.items():
+        if any(p.fullmatch(key) for p in dropped):
+            continue
+        for pattern, repl in compiled:
+            match = pattern.fullmatch(key)
+            if match:
+                out[match.expand(repl)] = value
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise ValueError(f"{what}: backbone key {unknown[0]!r}{more} has no place in this backbone")
+    return out

@@ -30,7 +30,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .registry import register_backbone
+from ._common import rename_keys
+from .registry import register_backbone, register_layout_remap
 from .vit_common import (PlainViT, PyramidBody, WindowedViT, load_and_freeze, require_timm, vit_option,
                          window_sizes_from_args)
 
@@ -160,3 +161,43 @@ def build_eva01(args) -> nn.Module:
     load_and_freeze(body, net, args, {"eva01_giant": spec["file"]}, patch_resample="bicubic",
                     freeze_patch_embed=True)
     return body
+
+
+# --- detrex checkpoint layout (projects/dino_eva: EVA02_ViT + SimpleFeaturePyramid) ----------------
+# detrex's Attention keeps q/k/v projections without bias plus BEiT-style q_bias / v_bias, its SwiGLU
+# is w1 (gated) / w2 / ffn_ln / w3; timm's EvaBlock holds the same tensors under other names. The
+# RoPE tables (rope_win / rope_glb, repeated in every block) are constants of the config that the
+# trunk recomputes (identical values: tests/test_detrex_backbones.py compares the outputs).
+_EVA02_DETREX_RULES = [
+    (r"net\.(patch_embed\.proj\.(?:weight|bias)|pos_embed)", r"net.\1"),
+    (r"net\.blocks\.(\d+)\.(norm[12]|attn\.proj)\.(weight|bias)", r"net.blocks.\1.\2.\3"),
+    (r"net\.blocks\.(\d+)\.attn\.([qkv])_proj\.weight", r"net.blocks.\1.attn.\2_proj.weight"),
+    (r"net\.blocks\.(\d+)\.attn\.([qv])_bias", r"net.blocks.\1.attn.\2_proj.bias"),
+    (r"net\.blocks\.(\d+)\.mlp\.w1\.(weight|bias)", r"net.blocks.\1.mlp.fc1_g.\2"),
+    (r"net\.blocks\.(\d+)\.mlp\.w2\.(weight|bias)", r"net.blocks.\1.mlp.fc1_x.\2"),
+    (r"net\.blocks\.(\d+)\.mlp\.ffn_ln\.(weight|bias)", r"net.blocks.\1.mlp.norm.\2"),
+    (r"net\.blocks\.(\d+)\.mlp\.w3\.(weight|bias)", r"net.blocks.\1.mlp.fc2.\2"),
+    (r"(simfp_\d\.\d\.(?:norm\.)?(?:weight|bias))", r"\1"),
+]
+_EVA02_DETREX_DROP = [r"net\.rope_(?:win|glb)\.freqs_(?:cos|sin)", r"net\.blocks\.\d+\.attn\.rope\.freqs_(?:cos|sin)"]
+
+
+def drop_class_token_slot(state: Dict[str, Tensor], key: str = "net.pos_embed") -> Dict[str, Tensor]:
+    """detrex stores the position embedding with the pre-training class-token slot (1, 1 + g*g, C)."""
+    pos = state.get(key)
+    if pos is not None and pos.ndim == 3:
+        n = pos.shape[1]
+        if int(n ** 0.5) ** 2 != n and int((n - 1) ** 0.5) ** 2 == n - 1:
+            state[key] = pos[:, 1:]
+    return state
+
+
+@register_layout_remap("detrex", "eva02_base", "eva02_large")
+def remap_detrex_eva02(state: Dict[str, Tensor], args) -> Dict[str, Tensor]:
+    """detrex DINO-EVA-02 backbone keys (`net.*`, `simfp_*`) -> this body's keys.
+
+    Only B and L: detrex's EVA02_ViT always has the sub-LN SwiGLU and separate
+    q/k/v, which the T/S trunks here (fused qkv, packed SwiGLU) do not.
+    """
+    out = rename_keys(state, _EVA02_DETREX_RULES, _EVA02_DETREX_DROP, what=f"detrex {args.backbone}")
+    return drop_class_token_slot(out)

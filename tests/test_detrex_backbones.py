@@ -1,0 +1,48 @@
+"""detrex backbones load through the `detrex` layout remaps and compute what detrex's modules compute.
+
+Each fixture in tests/fixtures/detrex_backbones/ was recorded by running
+detrex's own backbone module (IDEA-Research/detrex e244e6c, detectron2 70f4543,
+CPU, float32) with synthetic weights redrawn from the stored seed; here the
+same weights, in detrex's key layout, go through `get_layout_remap("detrex",
+name)`, load with strict=True into this project's body, and every returned
+level must match detrex's (docs/BACKBONES.md, "detrex checkpoints").
+"""
+import argparse
+import glob
+import os
+
+import pytest
+import torch
+
+from detrex_backbone_support import max_diffs, synth_state
+from models.dino.backbones.registry import get_layout_remap
+
+FIXTURES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "fixtures", "detrex_backbones", "*.pt")))
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=[os.path.basename(p)[:-3] for p in FIXTURES])
+def test_detrex_backbone_matches_detrex(path):
+    pytest.importorskip("timm")
+    torch.manual_seed(0)
+    diffs = max_diffs(_load(path))
+    for level, (diff, scale) in enumerate(diffs):
+        assert diff <= 1e-5 * scale + 1e-5, f"level {level}: max |ours - detrex| = {diff:.3g} (scale {scale:.3g})"
+
+
+@pytest.mark.parametrize("path", FIXTURES[:1])
+def test_detrex_remap_refuses_unknown_keys(path):
+    fixture = _load(path)
+    args = argparse.Namespace(**fixture["args"])
+    state = synth_state(fixture["keys"], fixture["seed"])
+    state["net.blocks.0.attn.mystery.weight"] = torch.zeros(3)
+    with pytest.raises(ValueError, match="mystery"):
+        get_layout_remap("detrex", args.backbone)(state, args)
+
+
+def test_fixtures_are_present_and_small():
+    assert FIXTURES, "no detrex backbone fixtures found"
+    assert all(os.path.getsize(p) < 1_000_000 for p in FIXTURES)
