@@ -30,6 +30,13 @@ class DINO(nn.Module):
     and `pred_boxes` [B, Q, 4] (normalized cx, cy, w, h), `aux_outputs` for
     the other decoder layers, `interm_outputs` for the encoder proposals and
     `dn_meta` (denoising outputs in training).
+
+    detrex's variant of the head is a set of options: `enc_heads_in_decoder_list`
+    (7 independent heads, the last one scoring the encoder proposals, as
+    `class_embed.6` / `bbox_embed.6`), `label_enc_extra_row=False` (a
+    label embedding of `dn_labelbook_size` rows), `eval_mask_padding=False`
+    (evaluation treats the padding of a batch as image) and `pad_to_square`
+    (every batch padded to a square of that side and masked, DINO-EVA).
     """
 
     def __init__(self, backbone: nn.Module, transformer: DeformableTransformer, num_classes: int,
@@ -37,7 +44,8 @@ class DINO(nn.Module):
                  dec_pred_class_embed_share: bool = True, dec_pred_bbox_embed_share: bool = True,
                  two_stage_class_embed_share: bool = False, two_stage_bbox_embed_share: bool = False,
                  dn_number: int = 100, dn_box_noise_scale: float = 0.4, dn_label_noise_ratio: float = 0.5,
-                 dn_labelbook_size: int = 100):
+                 dn_labelbook_size: int = 100, enc_heads_in_decoder_list: bool = False,
+                 label_enc_extra_row: bool = True, eval_mask_padding: bool = True, pad_to_square: int = 0):
         super().__init__()
         self.num_queries = num_queries
         self.transformer = transformer
@@ -49,7 +57,9 @@ class DINO(nn.Module):
         self.dn_box_noise_scale = dn_box_noise_scale
         self.dn_label_noise_ratio = dn_label_noise_ratio
         self.dn_labelbook_size = dn_labelbook_size
-        self.label_enc = nn.Embedding(dn_labelbook_size + 1, hidden_dim)
+        self.label_enc = nn.Embedding(dn_labelbook_size + int(label_enc_extra_row), hidden_dim)
+        self.eval_mask_padding = eval_mask_padding
+        self.pad_to_square = pad_to_square
 
         self.input_proj = self._input_projections(backbone.num_channels, num_feature_levels, hidden_dim)
         self.backbone = backbone
@@ -60,15 +70,21 @@ class DINO(nn.Module):
         nn.init.constant_(class_embed.bias, -math.log((1 - prior_prob) / prior_prob))
         nn.init.constant_(bbox_embed.layers[-1].weight, 0)
         nn.init.constant_(bbox_embed.layers[-1].bias, 0)
-        layers = transformer.num_decoder_layers
+        # detrex: one more head after the decoder's, scoring the encoder proposals
+        layers = transformer.num_decoder_layers + int(enc_heads_in_decoder_list)
         self.bbox_embed = nn.ModuleList(
             [bbox_embed if dec_pred_bbox_embed_share else copy.deepcopy(bbox_embed) for _ in range(layers)])
         self.class_embed = nn.ModuleList(
             [class_embed if dec_pred_class_embed_share else copy.deepcopy(class_embed) for _ in range(layers)])
         transformer.decoder.bbox_embed = self.bbox_embed
         transformer.decoder.class_embed = self.class_embed
-        transformer.enc_out_bbox_embed = bbox_embed if two_stage_bbox_embed_share else copy.deepcopy(bbox_embed)
-        transformer.enc_out_class_embed = class_embed if two_stage_class_embed_share else copy.deepcopy(class_embed)
+        if enc_heads_in_decoder_list:
+            transformer.enc_out_bbox_embed = self.bbox_embed[-1]
+            transformer.enc_out_class_embed = self.class_embed[-1]
+        else:
+            transformer.enc_out_bbox_embed = bbox_embed if two_stage_bbox_embed_share else copy.deepcopy(bbox_embed)
+            transformer.enc_out_class_embed = (class_embed if two_stage_class_embed_share
+                                               else copy.deepcopy(class_embed))
 
         for proj in self.input_proj:
             nn.init.xavier_uniform_(proj[0].weight, gain=1)
@@ -99,9 +115,22 @@ class DINO(nn.Module):
             pos.append(self.backbone[1](NestedTensor(src, mask)).to(src.dtype))
         return srcs, masks, pos
 
+    def _pad_and_mask(self, samples: NestedTensor) -> NestedTensor:
+        """Apply `pad_to_square` and, in eval, `eval_mask_padding=False` to a padded batch."""
+        if self.pad_to_square:
+            h, w = samples.tensors.shape[-2:]
+            side = max(self.pad_to_square, h, w)
+            if (h, w) != (side, side):
+                samples = NestedTensor(F.pad(samples.tensors, (0, side - w, 0, side - h)),
+                                       F.pad(samples.mask, (0, side - w, 0, side - h), value=True))
+        if not self.training and not self.eval_mask_padding:
+            samples = NestedTensor(samples.tensors, torch.zeros_like(samples.mask))
+        return samples
+
     def forward(self, samples, targets: Optional[Sequence[Dict[str, Tensor]]] = None) -> Dict:
         if isinstance(samples, (list, tuple, Tensor)):
             samples = nested_tensor_from_tensor_list(list(samples))
+        samples = self._pad_and_mask(samples)
         srcs, masks, pos = self._multiscale_features(samples)
 
         if self.training and self.dn_number > 0 and targets is not None:
@@ -168,8 +197,13 @@ def build_dino(args):
         dn_box_noise_scale=args.dn_box_noise_scale,
         dn_label_noise_ratio=args.dn_label_noise_ratio,
         dn_labelbook_size=args.dn_labelbook_size,
+        enc_heads_in_decoder_list=bool(getattr(args, "enc_heads_in_decoder_list", False)),
+        label_enc_extra_row=bool(getattr(args, "label_enc_extra_row", True)),
+        eval_mask_padding=bool(getattr(args, "eval_mask_padding", True)),
+        pad_to_square=int(getattr(args, "pad_to_square", 0) or 0),
     )
     criterion = SetCriterion(args.num_classes, build_matcher(args), build_weight_dict(args), args.focal_alpha)
     criterion.to(torch.device(args.device))
-    postprocessors = {"bbox": PostProcess(num_select=args.num_select, nms_iou_threshold=args.nms_iou_threshold)}
+    postprocessors = {"bbox": PostProcess(num_select=args.num_select, nms_iou_threshold=args.nms_iou_threshold,
+                                          clip_boxes=bool(getattr(args, "postprocess_clip_boxes", False)))}
     return model, criterion, postprocessors

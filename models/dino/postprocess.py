@@ -11,12 +11,16 @@ from util import box_ops
 class PostProcess(nn.Module):
     """Top-`num_select` (query, class) pairs by sigmoid score, boxes as xyxy
     pixels of each image's `target_sizes` (h, w); optional class-agnostic NMS
-    when `nms_iou_threshold > 0`."""
+    when `nms_iou_threshold > 0`. With `clip_boxes` the boxes are clipped to
+    the image and those left without area dropped (detectron2's
+    detector_postprocess, which detrex applies), so images may get fewer than
+    `num_select` detections."""
 
-    def __init__(self, num_select: int = 100, nms_iou_threshold: float = -1):
+    def __init__(self, num_select: int = 100, nms_iou_threshold: float = -1, clip_boxes: bool = False):
         super().__init__()
         self.num_select = num_select
         self.nms_iou_threshold = nms_iou_threshold
+        self.clip_boxes = clip_boxes
 
     @torch.no_grad()
     def forward(self, outputs: Dict[str, Tensor], target_sizes: Tensor, not_to_xyxy: bool = False,
@@ -40,7 +44,12 @@ class PostProcess(nn.Module):
         boxes = boxes * torch.stack([img_w, img_h, img_w, img_h], dim=1)[:, None, :]
 
         results = []
-        for s, l, b in zip(scores, labels, boxes):
+        for s, l, b, (h, w) in zip(scores, labels, boxes, target_sizes.tolist()):
+            if self.clip_boxes and not (test or not_to_xyxy):  # clipping applies to xyxy boxes
+                b = torch.stack([b[:, 0].clamp(0, w), b[:, 1].clamp(0, h), b[:, 2].clamp(0, w),
+                                 b[:, 3].clamp(0, h)], dim=1)
+                keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+                s, l, b = s[keep], l[keep], b[keep]
             if self.nms_iou_threshold > 0:
                 keep = nms(b, s, iou_threshold=self.nms_iou_threshold)
                 s, l, b = s[keep], l[keep], b[keep]

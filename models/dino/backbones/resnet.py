@@ -5,7 +5,8 @@ inside DINO), as the original. Pretrained weights are torchvision's ImageNet
 files, read from a local path.
 """
 import logging
-from typing import List
+import re
+from typing import Dict, List
 
 import torch
 import torchvision
@@ -14,7 +15,7 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from .pretrained import drop_keys, freeze_by_keywords, load_pretrained, pretrained_path
-from .registry import register_backbone
+from .registry import register_backbone, register_layout_remap
 
 logger = logging.getLogger("dino.backbone")
 
@@ -84,3 +85,40 @@ def build_resnet(args) -> nn.Module:
     else:
         freeze_by_keywords(body, keywords)
     return body
+
+
+# --- detrex / detectron2 checkpoints ------------------------------------------
+# detectron2's ResNet (detrex's DINO-R50/R101, built with stride_in_1x1=False,
+# i.e. the stride in the 3x3 conv as torchvision, and FrozenBN with eps 1e-5 as
+# torchvision's FrozenBatchNorm2d) computes what torchvision's does; only the
+# names differ: stem.conv1(.norm) -> conv1/bn1, resN.i.convK(.norm) ->
+# layer{N-1}.i.convK/bnK, resN.i.shortcut(.norm) -> layer{N-1}.i.downsample.0/1.
+_DETECTRON2_RESNET = [
+    (re.compile(r"^stem\.conv1\.norm\."), "bn1."),
+    (re.compile(r"^stem\.conv1\."), "conv1."),
+    (re.compile(r"^res(\d)\.(\d+)\.shortcut\.norm\."), lambda m: f"layer{int(m[1]) - 1}.{m[2]}.downsample.1."),
+    (re.compile(r"^res(\d)\.(\d+)\.shortcut\."), lambda m: f"layer{int(m[1]) - 1}.{m[2]}.downsample.0."),
+    (re.compile(r"^res(\d)\.(\d+)\.conv(\d)\.norm\."), lambda m: f"layer{int(m[1]) - 1}.{m[2]}.bn{m[3]}."),
+    (re.compile(r"^res(\d)\.(\d+)\.conv(\d)\."), lambda m: f"layer{int(m[1]) - 1}.{m[2]}.conv{m[3]}."),
+]
+
+
+@register_layout_remap("detrex", "resnet18", "resnet34", "resnet50", "resnet101")
+def remap_detrex_resnet(state: Dict[str, Tensor], args) -> Dict[str, Tensor]:
+    """detectron2 ResNet keys (`stem.*`, `res2..res5.*`) -> this body's (`body.<torchvision key>`).
+
+    Keys of stages the body does not hold (e.g. res5 when return_interm_indices
+    stops earlier) are kept under their torchvision names so that loading
+    reports them; an unknown key raises ValueError.
+    """
+    out = {}
+    for key, value in state.items():
+        for pattern, target in _DETECTRON2_RESNET:
+            m = pattern.match(key)
+            if m:
+                new = target if isinstance(target, str) else target(m)
+                out["body." + new + key[m.end():]] = value
+                break
+        else:
+            raise ValueError(f"detrex ResNet checkpoint: key backbone.{key} is not a detectron2 ResNet name")
+    return out
