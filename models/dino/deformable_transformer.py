@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from util.misc import inverse_sigmoid
 
 from .ops.modules import MSDeformAttn
-from .utils import MLP, activation_fn, encoder_output_proposals, sine_embed_boxes
+from .utils import MLP, LevelShapes, activation_fn, encoder_output_proposals, level_sizes, sine_embed_boxes
 
 
 def _clones(module: nn.Module, n: int) -> nn.ModuleList:
@@ -51,10 +51,10 @@ class DeformableEncoder(nn.Module):
         self.num_layers = num_layers
 
     @staticmethod
-    def reference_points(spatial_shapes: Tensor, valid_ratios: Tensor, device: torch.device) -> Tensor:
+    def reference_points(spatial_shapes: LevelShapes, valid_ratios: Tensor, device: torch.device) -> Tensor:
         """Centre of every token, normalized by its image's valid area: [B, tokens, levels, 2]."""
         points = []
-        for level, (h, w) in enumerate(spatial_shapes.tolist()):
+        for level, (h, w) in enumerate(level_sizes(spatial_shapes)):
             ys, xs = torch.meshgrid(
                 torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
                 torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
@@ -67,8 +67,10 @@ class DeformableEncoder(nn.Module):
         return points[:, :, None] * valid_ratios[:, None]
 
     def forward(self, src: Tensor, pos: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
-                valid_ratios: Tensor, padding_mask: Tensor) -> Tensor:
-        reference_points = self.reference_points(spatial_shapes, valid_ratios, src.device)
+                valid_ratios: Tensor, padding_mask: Tensor, level_shapes: Optional[LevelShapes] = None) -> Tensor:
+        """`level_shapes`: the (h, w) of `spatial_shapes` as Python (or symbolic) ints, if known."""
+        reference_points = self.reference_points(spatial_shapes if level_shapes is None else level_shapes,
+                                                 valid_ratios, src.device)
         for layer in self.layers:
             src = layer(src, pos, reference_points, spatial_shapes, level_start_index, padding_mask)
         return src
@@ -199,17 +201,17 @@ class DeformableTransformer(nn.Module):
         return torch.stack([valid_w, valid_h], -1)
 
     def _flatten_levels(self, srcs: List[Tensor], masks: List[Tensor], pos_embeds: List[Tensor]):
-        flat_src, flat_mask, flat_pos, shapes = [], [], [], []
+        flat_src, flat_mask, flat_pos = [], [], []
         for level, (src, mask, pos) in enumerate(zip(srcs, masks, pos_embeds)):
-            shapes.append(src.shape[-2:])
             flat_src.append(src.flatten(2).transpose(1, 2))
             flat_mask.append(mask.flatten(1))
             flat_pos.append(pos.flatten(2).transpose(1, 2) + self.level_embed[level].view(1, 1, -1))
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=srcs[0].device)
+        # from the shapes as a tensor op (not from Python ints), so a traced graph keeps them dynamic
+        spatial_shapes = torch.stack([torch._shape_as_tensor(src)[-2:] for src in srcs]).to(srcs[0].device)
         level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
         return torch.cat(flat_src, 1), torch.cat(flat_mask, 1), torch.cat(flat_pos, 1), spatial_shapes, level_start_index
 
-    def select_queries(self, memory: Tensor, mask_flatten: Tensor, spatial_shapes: Tensor):
+    def select_queries(self, memory: Tensor, mask_flatten: Tensor, spatial_shapes: LevelShapes):
         """Two-stage selection: score every encoder token as a proposal and keep the top `num_queries`.
 
         Returns (undetached selected boxes, unsigmoid; undetached selected
@@ -243,10 +245,12 @@ class DeformableTransformer(nn.Module):
         """
         src, mask_flatten, pos, spatial_shapes, level_start_index = self._flatten_levels(srcs, masks, pos_embeds)
         valid_ratios = torch.stack([self.valid_ratio(m) for m in masks], 1)
-        memory = self.encoder(src, pos, spatial_shapes, level_start_index, valid_ratios, mask_flatten)
+        # level sizes from the feature maps, not from spatial_shapes' values: an exported graph keeps them dynamic
+        level_shapes = [tuple(s.shape[-2:]) for s in srcs]
+        memory = self.encoder(src, pos, spatial_shapes, level_start_index, valid_ratios, mask_flatten, level_shapes)
 
         boxes_undetached, content_undetached, init_box_proposal = self.select_queries(memory, mask_flatten,
-                                                                                      spatial_shapes)
+                                                                                      level_shapes)
         batch = memory.shape[0]
         query_boxes = boxes_undetached.detach()
         if self.embed_init_tgt:

@@ -1,10 +1,22 @@
 """Building blocks shared by the DINO transformer and heads."""
 import math
-from typing import Optional
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+# feature level sizes: an (L, 2) tensor of (h, w) rows, or the same as a sequence of (h, w) pairs
+LevelShapes = Union[Tensor, Sequence[Tuple[int, int]]]
+
+
+def level_sizes(spatial_shapes: LevelShapes) -> List[Tuple[int, int]]:
+    """(h, w) of every level. Pass a sequence taken from the feature maps' shapes
+    when exporting: reading a tensor's values would freeze the sizes in the graph."""
+    if isinstance(spatial_shapes, Tensor):
+        return [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    return [(h, w) for h, w in spatial_shapes]
 
 
 class MLP(nn.Module):
@@ -53,7 +65,7 @@ def sine_embed_boxes(boxes: Tensor, d_model: int = 256) -> Tensor:
     return torch.cat(parts, dim=-1)
 
 
-def encoder_output_proposals(memory: Tensor, padding_mask: Tensor, spatial_shapes: Tensor,
+def encoder_output_proposals(memory: Tensor, padding_mask: Tensor, spatial_shapes: LevelShapes,
                              learned_wh: Optional[Tensor] = None):
     """One anchor box per encoder token, for two-stage query selection.
 
@@ -65,7 +77,7 @@ def encoder_output_proposals(memory: Tensor, padding_mask: Tensor, spatial_shape
     batch = memory.shape[0]
     proposals = []
     start = 0
-    for level, (h, w) in enumerate(spatial_shapes.tolist()):
+    for level, (h, w) in enumerate(level_sizes(spatial_shapes)):
         mask = padding_mask[:, start:start + h * w].view(batch, h, w)
         valid_h = (~mask[:, :, 0]).sum(1)
         valid_w = (~mask[:, 0, :]).sum(1)

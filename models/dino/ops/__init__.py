@@ -4,6 +4,6 @@
 ``backend(device)`` tells which implementation it runs for a device.
 """
 
-from ._ext import backend, compiled_with_cuda, extension_error, get_extension
+from ._ext import backend, compiled_with_cuda, extension_error, get_extension, is_exporting
 
-__all__ = ["backend", "compiled_with_cuda", "extension_error", "get_extension"]
+__all__ = ["backend", "compiled_with_cuda", "extension_error", "get_extension", "is_exporting"]

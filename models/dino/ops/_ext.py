@@ -13,7 +13,12 @@ The environment variable ``DINO_MSDA_BACKEND`` selects the path:
 
 * ``auto`` (default): compiled op when it supports the tensor's device, else PyTorch;
 * ``pytorch``: always the pure PyTorch (``grid_sample``) implementation;
-* ``compiled``: always the compiled op, error if it is not available.
+* ``compiled``: always the compiled op, error if it is not available;
+* ``gather``: always the gather-based sampling of ``ms_deform_attn_gather``.
+
+While a model is being exported (``torch.onnx.export``, ``torch.export``,
+``torch.jit.trace``) the path is always ``gather``: it traces to plain ONNX
+ops with dynamic image sizes (docs/EXPORT.md).
 """
 
 import glob
@@ -27,7 +32,7 @@ logger = logging.getLogger("dino.ops")
 
 EXT_NAME = "MultiScaleDeformableAttention"
 ENV_VAR = "DINO_MSDA_BACKEND"
-_VALID_MODES = ("auto", "pytorch", "compiled")
+_VALID_MODES = ("auto", "pytorch", "compiled", "gather")
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 _state = {"loaded": False, "ext": None, "error": None, "origin": None}
@@ -90,19 +95,29 @@ def backend_mode():
     return mode
 
 
+def is_exporting() -> bool:
+    """True while torch.onnx.export / torch.export / torch.jit.trace runs the model."""
+    import torch
+
+    return bool(torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting() or torch.jit.is_tracing())
+
+
 def backend(device="cpu"):
     """Execution path MSDeformAttn takes for tensors on ``device``.
 
-    Returns ``"compiled-cpu"``, ``"compiled-cuda"`` or ``"pytorch"``.
+    Returns ``"compiled-cpu"``, ``"compiled-cuda"``, ``"pytorch"`` or
+    ``"gather"`` (always while exporting, see :func:`is_exporting`).
     Raises ``RuntimeError`` if ``DINO_MSDA_BACKEND=compiled`` but the compiled
     op does not support ``device``.
     """
     import torch
 
+    if is_exporting():
+        return "gather"
     dev_type = torch.device(device).type
     mode = backend_mode()
-    if mode == "pytorch":
-        return "pytorch"
+    if mode in ("pytorch", "gather"):
+        return mode
     ext = get_extension()
     if dev_type == "cpu" and ext is not None:
         return "compiled-cpu"
@@ -123,10 +138,12 @@ def backend(device="cpu"):
 def announce(device_type, path):
     """Log once per (device type, path) which implementation is used."""
     key = (device_type, path)
-    if key in _announced:
+    if key in _announced or is_exporting():
         return
     _announced.add(key)
-    if path == "pytorch":
+    if path == "gather":
+        logger.info("MSDeformAttn on %s: using the gather-based PyTorch path (forced by %s=gather)", device_type, ENV_VAR)
+    elif path == "pytorch":
         reason = (f"forced by {ENV_VAR}=pytorch" if backend_mode() == "pytorch"
                   else (f"compiled extension unavailable: {_state['error']}" if _state["ext"] is None
                         else f"compiled extension has no {device_type} kernel"))

@@ -18,6 +18,7 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from .. import _ext
+from .ms_deform_attn_gather import ms_deform_attn_core_gather
 
 _COMPUTE_DTYPES = (torch.float32, torch.float64)
 
@@ -98,7 +99,8 @@ def ms_deform_attn_core_pytorch(value, value_spatial_shapes, sampling_locations,
 
 def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
                    attention_weights, im2col_step=64):
-    """Dispatch to the compiled op or the PyTorch path (see ``models.dino.ops.backend``).
+    """Dispatch to the compiled op, the grid_sample or the gather-based PyTorch path
+    (see ``models.dino.ops.backend``; the gather path while exporting).
 
     Inputs of other dtypes (float16, bfloat16, mixed) are computed in float32
     (float64 if any input is float64); the result has ``value``'s dtype.
@@ -118,6 +120,9 @@ def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
     if path == "pytorch":
         output = ms_deform_attn_core_pytorch(value, spatial_shapes, sampling_locations,
                                              attention_weights)
+    elif path == "gather":
+        output = ms_deform_attn_core_gather(value, spatial_shapes, level_start_index,
+                                            sampling_locations, attention_weights)
     else:
         output = MSDeformAttnFunction.apply(value, spatial_shapes, level_start_index,
                                             sampling_locations, attention_weights, im2col_step)

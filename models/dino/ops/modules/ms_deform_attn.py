@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.init import constant_, xavier_uniform_
 
+from .._ext import is_exporting
 from ..functions.ms_deform_attn_func import ms_deform_attn
 
 
@@ -83,7 +84,8 @@ class MSDeformAttn(nn.Module):
         """
         N, Len_q, _ = query.shape
         N, Len_in, _ = input_flatten.shape
-        assert int((input_spatial_shapes[:, 0] * input_spatial_shapes[:, 1]).sum()) == Len_in
+        if not is_exporting():  # reads tensor values: a data-dependent int in an exported graph
+            assert int((input_spatial_shapes[:, 0] * input_spatial_shapes[:, 1]).sum()) == Len_in
 
         value = self.value_proj(input_flatten)
         if input_padding_mask is not None:
