@@ -29,8 +29,10 @@ def _draw(name: str, shape: Tuple[int, ...], g: torch.Generator) -> Tensor:
         if leaf == "weight":
             return 1.0 + 0.1 * x
         return 0.1 * x
-    if "pos_embed" in name or "table" in name or "rel_pos" in name:
+    if "pos_embed" in name:
         return 0.02 * x
+    if "table" in name or "rel_pos" in name:  # relative-position biases: large enough to matter
+        return 0.5 * x
     fan_in = max(1, math.prod(shape) // shape[0])
     return x / math.sqrt(fan_in)
 

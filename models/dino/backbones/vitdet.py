@@ -22,9 +22,11 @@ from __future__ import annotations
 
 from typing import Dict
 
-from torch import nn
+from torch import Tensor, nn
 
-from .registry import register_backbone
+from ._common import rename_keys
+from .eva import drop_class_token_slot
+from .registry import register_backbone, register_layout_remap
 from .vit_common import PyramidBody, WindowedViT, load_and_freeze, vit_option, window_sizes_from_args
 
 __all__ = ["VITDET_SPECS", "build_vitdet"]
@@ -53,6 +55,24 @@ def build_vitdet(args) -> nn.Module:
         use_rel_pos=bool(vit_option(args, "vit_use_rel_pos", True)), rel_pos_grid=img_size // patch,
         drop_path_rate=float(vit_option(args, "vit_drop_path_rate", spec["drop_path"])),
         use_checkpoint=bool(getattr(args, "use_checkpoint", False)))
-    body = PyramidBody(net, list(args.return_interm_indices), int(vit_option(args, "vit_out_channels", 256)))
+    body = PyramidBody(net, list(args.return_interm_indices), int(vit_option(args, "vit_out_channels", 256)),
+                       pad_input=bool(vit_option(args, "vit_pad_input", True)))
     load_and_freeze(body, net, args, {k: v["file"] for k, v in VITDET_SPECS.items()}, patch_resample="bicubic")
     return body
+
+
+# detectron2's ViT + SimpleFeaturePyramid (detrex projects/dino, dino-vitdet) use the module names of
+# timm's windowed block; only the class-token slot of the stored position embedding goes.
+_DETREX_RULES = [
+    (r"net\.(patch_embed\.proj\.(?:weight|bias)|pos_embed)", r"net.\1"),
+    (r"net\.blocks\.(\d+)\.((?:norm[12]|attn\.qkv|attn\.proj|mlp\.fc[12])\.(?:weight|bias))",
+     r"net.blocks.\1.\2"),
+    (r"net\.blocks\.(\d+)\.attn\.(rel_pos_[hw])", r"net.blocks.\1.attn.\2"),
+    (r"(simfp_\d\.\d\.(?:norm\.)?(?:weight|bias))", r"\1"),
+]
+
+
+@register_layout_remap("detrex", *VITDET_SPECS)
+def remap_detrex_vitdet(state: Dict[str, Tensor], args) -> Dict[str, Tensor]:
+    """detrex DINO-ViTDet backbone keys (`net.*`, `simfp_*`) -> this body's keys."""
+    return drop_class_token_slot(rename_keys(state, _DETREX_RULES, what=f"detrex {args.backbone}"))
