@@ -293,10 +293,15 @@ class PyramidBody(nn.Module):
     each with `out_channels` channels. Inputs of any size work: the image is
     zero-padded to a multiple of the largest pyramid stride (ViTDet's size
     divisibility) and each output is cut back to ceil(size / stride).
+    With `pad_input=False` the image goes in as it is, as in detectron2's
+    ViT (detrex projects/dino): the patch embedding drops a remainder of
+    less than a patch and the pyramid's max-pool floors odd maps.
     """
 
-    def __init__(self, net: PlainViT, return_interm_indices: Sequence[int], out_channels: int = 256):
+    def __init__(self, net: PlainViT, return_interm_indices: Sequence[int], out_channels: int = 256,
+                 pad_input: bool = True):
         super().__init__()
+        self.pad_input = pad_input
         levels = [int(i) for i in return_interm_indices]
         if not levels or sorted(set(levels)) != levels or not set(levels) <= {0, 1, 2, 3, 4}:
             raise ValueError(f"return_interm_indices={list(return_interm_indices)} must be increasing level "
@@ -318,7 +323,7 @@ class PyramidBody(nn.Module):
 
     def forward(self, x: Tensor) -> List[Tensor]:
         hw = tuple(x.shape[-2:])
-        feature = self.net(pad_to_multiple(x, self.size_divisibility))
+        feature = self.net(pad_to_multiple(x, self.size_divisibility) if self.pad_input else x)
         maps: Dict[int, Tensor] = {level: self.stage(level)(feature) for level in self.stage_levels}
         if 4 in self.levels:
             maps[4] = F.max_pool2d(maps[3], kernel_size=1, stride=2)
