@@ -191,6 +191,8 @@ def build_loaders(args, train: bool, image_set_val: str = "val"):
         loaders["train"] = DataLoader(dataset_train, batch_sampler=batch_sampler, collate_fn=utils.collate_fn,
                                       num_workers=args.num_workers, pin_memory=pin)
         loaders["sampler_train"] = sampler_train
+        # the class names travel with the checkpoint (its `args`), so inference needs no json
+        args.category_names = dataset_category_names(dataset_train)
     dataset_val = build_dataset(image_set=image_set_val, args=args)
     # batch size 1 as the original: padding a batch to its largest image changes the
     # features of the smaller ones and lowers AP (docs/TRAINING.md)
@@ -199,6 +201,16 @@ def build_loaders(args, train: bool, image_set_val: str = "val"):
                                 pin_memory=pin)
     loaders["dataset_val"] = dataset_val
     return loaders
+
+
+def dataset_category_names(dataset) -> dict:
+    """{category id: name} of a COCO-format dataset ({} when it has no COCO ground truth)."""
+    from datasets import get_coco_api_from_dataset
+    try:
+        cats = get_coco_api_from_dataset(dataset).cats
+    except TypeError:
+        return {}
+    return {int(c["id"]): str(c.get("name", c["id"])) for c in cats.values()}
 
 
 def build_lr_scheduler(args, optimizer, steps_per_epoch: int):
@@ -368,6 +380,8 @@ def _main(args):
     elif not training:
         logger.warning("no --resume, no %s and no --pretrain_model_path: evaluating an untrained model",
                        auto_ckpt or "checkpoint")
+    elif load_backbone_weights(model_without_ddp, args) and ema_m is not None:
+        ema_m = ModelEma(model_without_ddp, args.ema_decay)  # the average starts from the pretrained backbone
 
     # ------------------------------------------------------------- eval / test only
     if args.test:
@@ -463,6 +477,21 @@ def _main(args):
     return last_stats
 
 
+def load_backbone_weights(model: torch.nn.Module, args) -> int:
+    """A run from scratch: the backbone's pretrained weights through torchvision / timm
+    (rank 0 downloads first, the others then read the cache). Returns how many were loaded."""
+    from models.dino.backbones.pretrained import load_library_weights
+    from util import misc as utils
+    from util.distributed import barrier
+    loaded = 0
+    if utils.get_rank() == 0:
+        loaded = load_library_weights(model, args)
+    barrier()
+    if utils.get_rank() != 0:
+        loaded = load_library_weights(model, args)
+    return loaded
+
+
 # --------------------------------------------------------------------------- #
 # command line
 # --------------------------------------------------------------------------- #
@@ -479,13 +508,14 @@ def run_cli(args) -> int:
     """main(args) with the errors meant for people turned into one message and an exit status."""
     from datasets.validation import DatasetError, user_message
     from engine import NonFiniteLossError
+    from models.dino.backbones.pretrained import BackboneWeightsError
     from models.dino.config_checks import UnsupportedConfigError
     from util.checkpoint import CheckpointError
     from util.slconfig import ConfigError
 
     try:
         main(args)
-    except (ConfigError, UnsupportedConfigError, CheckpointError) as exc:
+    except (ConfigError, UnsupportedConfigError, CheckpointError, BackboneWeightsError) as exc:
         _error_line(str(exc), all_ranks=False)
         return 2
     except DatasetError as exc:

@@ -28,7 +28,7 @@ echo "[demo] evaluating $OUT/checkpoint.pth"
     --eval --resume "$OUT/checkpoint.pth" "$@"
 
 echo "[demo] drawing detections of 8 validation images"
-"$PY" tools/inference.py -c "$CONFIG" --checkpoint "$OUT/checkpoint.pth" \
-    --images $(ls "$DATA"/val2017/* | head -n 8) --output_dir "$OUT/pictures" --device cpu \
-    --category-names "$DATA/annotations/instances_train2017.json" --threshold 0.3
+# settings and class names come from the checkpoint; --overwrite replaces this script's earlier pictures
+"$PY" tools/inference.py --checkpoint "$OUT/checkpoint.pth" \
+    --images $(ls "$DATA"/val2017/* | head -n 8) --output_dir "$OUT/pictures" --device cpu --overwrite
 echo "[demo] done: pictures in $OUT/pictures, training log in $OUT/log.txt"

@@ -12,7 +12,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_OPTIONS = [
     "backbone=resnet18", "hidden_dim=32", "dim_feedforward=64", "enc_layers=1", "dec_layers=2",
     "num_queries=20", "dn_number=3", "nheads=2", "enc_n_points=2", "dec_n_points=2",
-    "num_classes=5", "dn_labelbook_size=5",
+    "num_classes=5", "dn_labelbook_size=5", "backbone_pretrained=False",
 ]
 
 

@@ -1,10 +1,11 @@
-"""tools/inference.py and util/visualizer.py: helpers, run_inference with a stub model, and the CLI."""
-import argparse
-import importlib.util
+"""tools/inference.py and util/visualizer.py: inputs are never written to, outputs never
+collide, errors are one line, pictures keep the input's size with readable labels."""
+import hashlib
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from tools import inference as inf  # noqa: E402
-from util.visualizer import color_for_label, draw_detections, draw_ground_truth, label_text  # noqa: E402
+from util.visualizer import (color_for_label, draw_detections, drawing_sizes, label_text,  # noqa: E402
+                             place_label)
 
 
 def _image(path, w=80, h=60, color=(40, 90, 160)):
@@ -23,273 +25,209 @@ def _image(path, w=80, h=60, color=(40, 90, 160)):
     return str(path)
 
 
+def _digest(folder: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A random tiny DINO saved as main.py saves it (args with class names inside)."""
+    from helpers import tiny_args
+    from main import build_model_main
+    torch.manual_seed(0)
+    args = tiny_args("data_aug_scales=[64]", "data_aug_max_size=96")
+    args.category_names = {1: "circle", 2: "square", 3: "triangle", 4: "star"}
+    model, _, _ = build_model_main(args)
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pth"
+    torch.save({"model": model.state_dict(), "args": args, "epoch": 0}, path)
+    return path
+
+
 # --------------------------------------------------------------------------- visualizer
-def test_color_for_label_is_fixed_and_distinct():
+def test_colour_is_keyed_by_class_name():
+    assert color_for_label(3, "dog") == color_for_label(18, "dog")  # same class, other dataset's id
     assert color_for_label(3) == color_for_label(3)
-    cols = [color_for_label(i) for i in range(40)]
-    assert len(set(cols[:15])) == 15
-    assert all(len(c) == 3 and all(0 <= v <= 255 for v in c) for c in cols)
+    assert len({color_for_label(i) for i in range(15)}) == 15
+    names = ["person", "car", "dog", "cat", "bus", "truck", "bird", "horse"]
+    assert len({color_for_label(0, n) for n in names}) >= 6
 
 
 def test_label_text():
     assert label_text(2, 0.876, {2: "square"}) == "square 0.88"
     assert label_text(7, None, {2: "square"}) == "7"
-    assert label_text(7, 0.5) == "7 0.50"
 
 
-def test_draw_detections_draws_boxes_in_class_colour():
+def test_drawing_sizes_grow_with_the_image():
+    small_lw, small_font = drawing_sizes(160, 120)
+    big_lw, big_font = drawing_sizes(4000, 3000)
+    assert small_font >= 10 and big_font >= 60  # readable on a 12 MP photo
+    assert big_lw < big_font and small_lw >= 1
+
+
+def test_labels_never_cover_each_other():
+    taken = []
+    for _ in range(6):  # six detections of the same box
+        taken.append(place_label((50, 50, 200, 200), (60, 14), (400, 300), taken))
+    for i, a in enumerate(taken):
+        assert 0 <= a[1] and a[3] <= 300
+        for b in taken[i + 1:]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
+
+
+def test_draw_detections_keeps_size_and_input():
     img = Image.new("RGB", (100, 80), (0, 0, 0))
     out = draw_detections(img, torch.tensor([[10.0, 30.0, 60.0, 70.0]]), torch.tensor([1]),
                           torch.tensor([0.9]), {1: "circle"}, line_width=2)
-    assert out.size == img.size and out is not img
-    assert img.getpixel((10, 50)) == (0, 0, 0)  # the input is untouched
+    assert out.size == img.size and img.getpixel((10, 50)) == (0, 0, 0)
     arr = np.asarray(out)
-    assert tuple(arr[50, 10]) == color_for_label(1)  # left edge of the box
-    assert tuple(arr[50, 60]) == color_for_label(1)  # right edge
-    assert tuple(arr[50, 35]) == (0, 0, 0)  # inside stays
-    # label background above the box
-    assert tuple(arr[28, 11]) == color_for_label(1)
-
-
-def test_draw_detections_empty_and_mismatch():
-    img = Image.new("RGB", (32, 32))
-    out = draw_detections(img, [], [], [])
-    assert np.array_equal(np.asarray(out), np.asarray(img))
+    assert tuple(arr[50, 10]) == color_for_label(1, "circle")
+    assert tuple(arr[50, 35]) == (0, 0, 0)
     with pytest.raises(ValueError):
         draw_detections(img, [[0, 0, 5, 5]], [1, 2])
 
 
-def test_draw_ground_truth_xywh(tmp_path):
-    path = _image(tmp_path / "a.png", 64, 64, (0, 0, 0))
-    out = draw_ground_truth(path, [[10, 20, 30, 30]], [2], {2: "square"}, line_width=1)
-    arr = np.asarray(out)
-    col = color_for_label(2)
-    # dashed: some pixels of the right edge (x=40) are coloured
-    assert any(tuple(arr[y, 40]) == col for y in range(22, 50))
+# --------------------------------------------------------------------------- outputs
+def test_outputs_get_their_own_names(tmp_path):
+    a = tmp_path / "in"
+    a.mkdir()
+    inputs = [_image(a / "cat.jpg"), _image(a / "cat.png"), str(a / "cat_jpg.png")]
+    _image(a / "cat_jpg.png")
+    plan = inf.plan_outputs(inputs, str(tmp_path / "out"), overwrite=False)
+    outs = list(plan.values())
+    assert len(set(outs)) == 3 and not set(outs) & set(inputs)
+    with pytest.raises(inf.ToolError, match="holds the input"):
+        inf.plan_outputs(inputs, str(a), overwrite=False)
 
 
-# --------------------------------------------------------------------------- preprocessing
-def test_resized_hw_matches_detr_rule():
-    assert inf.resized_hw(200, 100, 800, 1333) == (666, 1332)  # capped by max_size
-    assert inf.resized_hw(100, 200, 800, 1333) == (1332, 666)
-    assert inf.resized_hw(640, 480, 800, 1333) == (800, 1066)
-    assert inf.resized_hw(480, 640, 800, None) == (1066, 800)
-    assert inf.resized_hw(160, 128, 128, 200) == (128, 160)  # already at size
-
-
-def test_val_resize_params():
-    assert inf.val_resize_params(None) == (800, 1333)
-    a = argparse.Namespace(data_aug_scales=[96, 128, 112], data_aug_max_size=200)
-    assert inf.val_resize_params(a) == (128, 200)
-    a.data_aug_scale_overlap = 0.5
-    assert inf.val_resize_params(a) == (64, 100)
-
-
-def test_preprocess_image():
-    img = Image.new("RGB", (150, 100), (124, 116, 104))  # ~ ImageNet mean
-    x = inf.preprocess_image(img, 128, 180)
-    assert x.shape == (3, 120, 180) and x.dtype == torch.float32
-    assert x.abs().max() < 0.05  # normalized mean colour ~ 0
-    g = inf.preprocess_image(Image.new("L", (50, 50), 255), 64)
-    assert g.shape == (3, 64, 64)
-
-
-def test_val_transform_matches_standalone_preprocessing():
-    """The transform used for inference is the dataset's val transform; the fallback agrees with it."""
-    args = argparse.Namespace(data_aug_scales=[96, 128], data_aug_max_size=150)
-    rng = np.random.default_rng(0)
-    img = Image.fromarray(rng.integers(0, 255, (70, 110, 3), dtype=np.uint8))
-    x = inf.make_val_transform(args)(img)
-    assert x.shape == (3, 95, 149)  # shorter side 128 would make the longer one exceed 150
-    assert torch.allclose(x, inf.preprocess_image(img, 128, 150), atol=1e-6)
-
-
-# --------------------------------------------------------------------------- names / files / checkpoint
-def test_category_names(tmp_path):
-    ann = tmp_path / "annotations"
-    ann.mkdir()
-    cats = [{"id": 1, "name": "circle", "supercategory": "shape"}, {"id": 3, "name": "star", "supercategory": "shape"}]
-    (ann / "instances_train2017.json").write_text(json.dumps({"images": [], "annotations": [], "categories": cats}))
-    path = str(ann / "instances_train2017.json")
-    assert inf.load_category_names(path) == {1: "circle", 3: "star"}
-    # from args: explicit names, then the train json under coco_path
-    assert inf.category_names_from_args(argparse.Namespace(category_names=["a", "b"])) == {1: "a", 2: "b"}
-    assert inf.category_names_from_args({"class_names": {"4": "x"}}) == {4: "x"}
-    assert inf.category_names_from_args(argparse.Namespace(coco_path=str(tmp_path))) == {1: "circle", 3: "star"}
-    assert inf.category_names_from_args(argparse.Namespace(coco_path=str(tmp_path / "nope"))) is None
-    # priority: json > checkpoint args > run args > {}
-    ck = argparse.Namespace(category_names=["ck"])
-    run = argparse.Namespace(category_names=["run"])
-    assert inf.resolve_category_names(path, ck, run) == {1: "circle", 3: "star"}
-    assert inf.resolve_category_names(None, ck, run) == {1: "ck"}
-    assert inf.resolve_category_names(None, None, run) == {1: "run"}
-    assert inf.resolve_category_names(None, None, argparse.Namespace()) == {}
-
-
-def test_collect_image_paths(tmp_path):
-    d = tmp_path / "imgs"
-    d.mkdir()
-    b = _image(d / "b.jpg")
-    a = _image(d / "a.png")
-    (d / "notes.txt").write_text("x")
-    single = _image(tmp_path / "c.png")
-    assert inf.collect_image_paths([str(d), single]) == [a, b, single]
-    with pytest.raises(FileNotFoundError):
-        inf.collect_image_paths([str(tmp_path / "missing.jpg")])
-
-
-def test_load_checkpoint(tmp_path):
-    sd = {"module.linear.weight": torch.ones(2, 2), "linear.bias": torch.zeros(2)}
-    p = str(tmp_path / "ck.pth")
-    torch.save({"model": sd, "args": argparse.Namespace(num_classes=3), "epoch": 4}, p)
-    state, args = inf.load_checkpoint(p)
-    assert set(state) == {"linear.weight", "linear.bias"}
-    assert args.num_classes == 3
-    torch.save(sd, p)  # a bare state dict
-    state, args = inf.load_checkpoint(p)
-    assert set(state) == {"linear.weight", "linear.bias"} and args is None
-    torch.save({"optimizer": {}}, p)
-    with pytest.raises(KeyError):
-        inf.load_checkpoint(p)
-
-
-def test_result_to_detection_threshold_sort_clip():
-    result = {"scores": torch.tensor([0.2, 0.9, 0.5]), "labels": torch.tensor([1, 2, 3]),
-              "boxes": torch.tensor([[0.0, 0, 5, 5], [-3.0, 2, 50, 120], [1.0, 1, 4, 4]])}
-    det = inf.result_to_detection(result, 0.3, 40, 100, {2: "square"})
-    assert det["scores"] == [0.9, 0.5]
-    assert det["labels"] == [2, 3]
-    assert det["names"] == ["square", "3"]
-    assert det["boxes"][0] == [0.0, 2.0, 40.0, 100.0]
-
-
-# --------------------------------------------------------------------------- run_inference with a stub model
-class _StubModel(torch.nn.Module):
-    """Records input shapes; 'detects' one box in the middle of the image."""
-
-    def __init__(self):
-        super().__init__()
-        self.p = torch.nn.Parameter(torch.zeros(1))
-        self.seen = []
-        self.modes = []
-
-    def forward(self, samples):
-        self.seen.append(tuple(samples[0].shape))
-        self.modes.append(self.training)
-        return {"pred_logits": torch.zeros(1, 2, 3), "pred_boxes": torch.tensor([[[0.5, 0.5, 0.5, 0.5],
-                                                                                  [0.1, 0.1, 0.1, 0.1]]])}
-
-
-def _stub_postprocess(outputs, target_sizes):
-    h, w = target_sizes[0].tolist()
-    boxes = torch.tensor([[0.25 * w, 0.25 * h, 0.75 * w, 0.75 * h], [0, 0, 0.1 * w, 0.1 * h]])
-    return [{"scores": torch.tensor([0.8, 0.1]), "labels": torch.tensor([2, 1]), "boxes": boxes}]
-
-
-def test_run_inference_with_stub_model(tmp_path):
-    imgs = [_image(tmp_path / "one.jpg", 80, 60), _image(tmp_path / "two.png", 50, 100)]
-    sub = tmp_path / "sub"
-    sub.mkdir()
-    imgs.append(_image(sub / "one.png", 40, 40))  # same stem as the first
-    out = str(tmp_path / "out")
-    model = _StubModel().train()
-    args = argparse.Namespace(data_aug_scales=[64, 96], data_aug_max_size=150)
-    dets = inf.run_inference(model, {"bbox": _stub_postprocess}, imgs, out, args, {2: "square"}, threshold=0.3)
-    assert model.training and model.modes == [False, False, False]  # eval inside, mode restored
-    assert model.seen == [(3, 96, 128), (3, 150, 75), (3, 96, 96)]
-    assert len(dets) == 3
-    assert dets[0]["boxes"] == [[20.0, 15.0, 60.0, 45.0]] and dets[0]["names"] == ["square"]
-    assert dets[0]["scores"] == [0.8] and dets[0]["labels"] == [2]
-    assert (dets[1]["width"], dets[1]["height"]) == (50, 100)
-    pngs = sorted(os.listdir(out))
-    assert pngs == ["detections.json", "one.png", "one_1.png", "two.png"]
-    with Image.open(os.path.join(out, "one.png")) as im:
-        assert im.size == (512, 384)  # enlarged for drawing (vis_min_size=384)
-    with open(os.path.join(out, "detections.json")) as f:
-        data = json.load(f)
-    assert data["threshold"] == 0.3 and data["category_names"] == {"2": "square"}
-    assert [d["file"] for d in data["detections"]] == [os.path.abspath(p) for p in imgs]
-    assert data["detections"][0]["boxes"] == [[20.0, 15.0, 60.0, 45.0]]
-    # no output dir: nothing written, detections still returned
-    dets2 = inf.run_inference(model, _stub_postprocess, imgs[:1], None, args, threshold=0.05, vis_min_size=0)
-    assert len(dets2[0]["scores"]) == 2 and dets2[0]["output_image"] is None
-
-
-# --------------------------------------------------------------------------- the CLI, end to end
-def _main_importable():
-    if not os.path.isfile(os.path.join(REPO, "main.py")):
-        return False, "main.py does not exist yet"
-    try:
-        spec = importlib.util.find_spec("main")
-        if spec is None or not (spec.origin or "").startswith(REPO):
-            return False, "main.py is not importable from the repo root"
-        import main  # noqa: F401
-        if not hasattr(main, "build_model_main") or not hasattr(main, "get_args_parser"):
-            return False, "main.py lacks build_model_main/get_args_parser"
-    except Exception as exc:  # noqa: BLE001
-        return False, f"main.py is not importable: {type(exc).__name__}: {exc}"
-    return True, ""
-
-
-TINY_OPTIONS = ["backbone=resnet18", "hidden_dim=32", "dim_feedforward=64", "enc_layers=1", "dec_layers=1",
-                "num_queries=20", "dn_number=5", "num_classes=6", "dn_labelbook_size=7", "nheads=4",
-                "num_select=20", "data_aug_scales=[64]", "data_aug_max_size=96"]
-
-
-def test_cli_end_to_end_tiny_random_model(tmp_path):
-    ok, reason = _main_importable()
-    if not ok:
-        pytest.skip(reason)
-    config = os.path.join(REPO, "config", "DINO", "DINO_4scale.py")
-    if not os.path.isfile(config):
-        pytest.skip("config/DINO/DINO_4scale.py does not exist yet")
-
-    options = dict(o.split("=", 1) for o in TINY_OPTIONS)
-    from util.slconfig import parse_option_value
-    options = {k: parse_option_value(v) for k, v in options.items()}
-    torch.manual_seed(0)
-    model, _post, _args = inf.build_model_from_config(config, options, "cpu")
-    ckpt = str(tmp_path / "tiny.pth")
-    torch.save({"model": model.state_dict()}, ckpt)
-
-    imgs = tmp_path / "imgs"
-    imgs.mkdir()
-    _image(imgs / "a.jpg", 90, 70, (200, 30, 30))
-    _image(imgs / "b.png", 60, 80, (30, 200, 30))
-    ann = tmp_path / "instances_train2017.json"
-    cats = [{"id": i, "name": f"shape{i}", "supercategory": "shape"} for i in range(1, 6)]
-    ann.write_text(json.dumps({"images": [], "annotations": [], "categories": cats}))
+def test_existing_outputs_are_kept_unless_overwrite(tmp_path):
+    inputs = [_image(tmp_path / "x.jpg")]
     out = tmp_path / "out"
-    # the CLI's main() in-process (a subprocess would pay for importing torch and building again)
-    returned = inf.main(["-c", config, "--checkpoint", ckpt, "--images", str(imgs), "--output_dir", str(out),
-                         "--threshold", "0.0", "--device", "cpu", "--category-names", str(ann),
-                         "--options", *TINY_OPTIONS])
-    assert len(returned) == 2
-    assert sorted(os.listdir(out)) == ["a.png", "b.png", "detections.json"]
-    with open(out / "detections.json") as f:
-        data = json.load(f)
-    dets = data["detections"]
-    assert [os.path.basename(d["file"]) for d in dets] == ["a.jpg", "b.png"]
-    for d in dets:
-        assert len(d["boxes"]) == len(d["scores"]) == len(d["labels"]) == len(d["names"]) > 0
-        for (x0, y0, x1, y1) in d["boxes"]:
-            assert 0 <= x0 <= x1 <= d["width"] and 0 <= y0 <= y1 <= d["height"]
-        assert d["scores"] == sorted(d["scores"], reverse=True)
-        for lab, name in zip(d["labels"], d["names"]):
-            assert name == (f"shape{lab}" if 1 <= lab <= 5 else str(lab))
-    assert data["category_names"]["1"] == "shape1"
-    with Image.open(out / "a.png") as im:
-        assert im.size == (494, 384)  # 90x70 enlarged for drawing
-
-    # a checkpoint that does not fit the model is refused (strict loading)
-    torch.save({"model": {"module.bogus": torch.zeros(1)}}, ckpt)
-    with pytest.raises(RuntimeError):
-        inf.main(["-c", config, "--checkpoint", ckpt, "--images", str(imgs), "--output_dir", str(out),
-                  "--device", "cpu", "--options", *TINY_OPTIONS])
+    out.mkdir()
+    (out / "x_jpg.png").write_bytes(b"earlier result")
+    with pytest.raises(inf.ToolError, match="--overwrite"):
+        inf.plan_outputs(inputs, str(out), overwrite=False)
+    assert inf.plan_outputs(inputs, str(out), overwrite=True)[inputs[0]].endswith("x_jpg.png")
 
 
-def test_cli_help_runs_as_script():
+# --------------------------------------------------------------------------- the tool, end to end
+def test_tool_never_changes_inputs_and_skips_a_corrupt_image(tmp_path, tiny_checkpoint):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _image(photos / "a.jpg", 90, 70, (200, 30, 30))
+    _image(photos / "a.png", 61, 83, (30, 200, 30))
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    before = _digest(photos)
+    out = tmp_path / "out"
+    done = inf.main(["--checkpoint", str(tiny_checkpoint), "--images", str(photos), "--output_dir", str(out),
+                     "--threshold", "0", "--device", "cpu", "--quiet"])
+    assert _digest(photos) == before  # not one input byte changed
+    assert sorted(os.listdir(out)) == ["a_jpg.png", "a_png.png", "detections.json"]
+    with Image.open(out / "a_png.png") as im:
+        assert im.size == (61, 83)  # the input's resolution
+    data = json.loads((out / "detections.json").read_text())
+    assert [os.path.basename(d["file"]) for d in data["detections"]] == ["a.jpg", "a.png"]
+    assert [os.path.basename(s["file"]) for s in data["skipped"]] == ["broken.jpg"]
+    assert data["category_names"]["2"] == "square" and len(done) == 2
+    for det in data["detections"]:
+        assert len(det["boxes"]) == len(det["scores"]) == len(det["names"]) > 0
+        assert det["scores"] == sorted(det["scores"], reverse=True)
+        assert all(0 <= x0 <= x1 <= det["width"] and 0 <= y0 <= y1 <= det["height"]
+                   for x0, y0, x1, y1 in det["boxes"])
+    # a second run into the same folder keeps the first run's files
+    first = _digest(out)
+    assert inf.run_cli(["--checkpoint", str(tiny_checkpoint), "--images", str(photos), "--output_dir", str(out),
+                        "--device", "cpu", "--quiet"]) == 2
+    assert _digest(out) == first
+
+
+def _one_line_error(capsys, argv):
+    code = inf.run_cli(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0
+    assert "Traceback" not in "\n".join(err)
+    errors = [line for line in err if line.startswith("error:")]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+def test_error_cases_are_one_line(tmp_path, tiny_checkpoint, capsys):
+    photos = tmp_path / "p"
+    photos.mkdir()
+    _image(photos / "a.jpg")
+    out = str(tmp_path / "o")
+    base = ["--checkpoint", str(tiny_checkpoint), "--output_dir", out, "--quiet"]
+    assert "nope.jpg" in _one_line_error(capsys, base + ["--images", str(photos / "nope.jpg")])
+    assert "missing.pth" in _one_line_error(capsys, ["--checkpoint", str(tmp_path / "missing.pth"), "--images",
+                                                     str(photos), "--output_dir", out])
+    assert "hidden_dim" in _one_line_error(capsys, base + ["--images", str(photos), "--options", "hiden_dim=8"])
+    if not torch.cuda.is_available():
+        assert "cuda" in _one_line_error(capsys, base + ["--images", str(photos), "--device", "cuda"])
+    assert "holds the input" in _one_line_error(capsys, ["--checkpoint", str(tiny_checkpoint), "--images",
+                                                         str(photos), "--output_dir", str(photos)])
+    wrong = ["-c", os.path.join(REPO, "config/DINO/DINO_demo.py")]
+    assert "does not fit" in _one_line_error(capsys, base + ["--images", str(photos)] + wrong)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "x.jpg").write_bytes(b"no image")
+    assert "none of the 1 inputs" in _one_line_error(capsys, base + ["--images", str(broken)])
+    assert not os.listdir(photos) == [] and sorted(os.listdir(photos)) == ["a.jpg"]
+
+
+def test_video_in_annotated_video_out(tmp_path, tiny_checkpoint):
+    imageio = pytest.importorskip("imageio.v2")
+    pytest.importorskip("imageio_ffmpeg")
+    video = tmp_path / "clip.mp4"
+    frames = [np.full((64, 96, 3), 40 * k, dtype=np.uint8) for k in range(4)]
+    with imageio.get_writer(str(video), format="FFMPEG", fps=5, codec="libx264", macro_block_size=2) as w:
+        for f in frames:
+            w.append_data(f)
+    before = hashlib.sha256(video.read_bytes()).hexdigest()
+    out = tmp_path / "out"
+    inf.main(["--checkpoint", str(tiny_checkpoint), "--images", str(video), "--output_dir", str(out),
+              "--device", "cpu", "--threshold", "0", "--quiet"])
+    assert hashlib.sha256(video.read_bytes()).hexdigest() == before
+    assert sorted(os.listdir(out)) == ["clip_mp4.mp4", "detections.json"]
+    reader = imageio.get_reader(str(out / "clip_mp4.mp4"), format="FFMPEG")
+    got = [np.asarray(f) for f in reader]
+    reader.close()
+    assert len(got) == 4 and got[0].shape == (64, 96, 3)
+    data = json.loads((out / "detections.json").read_text())
+    assert [f["frame"] for f in data["detections"][0]["frames"]] == [0, 1, 2, 3]
+
+
+def test_help_examples_name_real_files_and_run_as_script():
     res = subprocess.run([sys.executable, os.path.join(REPO, "tools", "inference.py"), "--help"],
-                         capture_output=True, text=True, timeout=60, cwd="/")
+                         capture_output=True, text=True, timeout=120, cwd="/")
     assert res.returncode == 0, res.stderr
-    assert "--checkpoint" in res.stdout and "--category-names" in res.stdout
+    assert "--checkpoint demo_output/checkpoint.pth" in res.stdout and "--nms" in res.stdout
+
+
+def _help_examples():
+    """The `python tools/inference.py ...` commands of the tool's docstring, continuation lines joined."""
+    import shlex
+    text = inf.__doc__.replace("\\\n", " ")
+    return [shlex.split(line.strip())[2:] for line in text.splitlines()
+            if line.strip().startswith("python tools/inference.py")]
+
+
+def test_help_examples_run_as_written_on_the_demo_layout(tmp_path, monkeypatch):
+    """The examples name the demo's files (demo_output/checkpoint.pth, data/synthetic_shapes):
+    a miniature of that layout, made here, runs each of them unchanged."""
+    from datasets.synthetic import generate_synthetic_coco
+    from helpers import build_args
+    from main import build_model_main
+    generate_synthetic_coco(str(tmp_path / "data" / "synthetic_shapes"), num_train=1, num_val=2, num_classes=5,
+                            min_size=64, max_size=80, seed=0)
+    args = build_args("config/DINO/DINO_demo.py", ["hidden_dim=32", "dim_feedforward=32", "enc_layers=1",
+                                                    "dec_layers=1", "num_queries=20", "num_select=20"])
+    args.category_names = {1: "circle"}
+    torch.manual_seed(0)
+    model, _, _ = build_model_main(args)
+    (tmp_path / "demo_output").mkdir()
+    torch.save({"model": model.state_dict(), "args": args}, tmp_path / "demo_output" / "checkpoint.pth")
+    monkeypatch.chdir(tmp_path)
+    examples = _help_examples()
+    assert len(examples) >= 2
+    for argv in examples:
+        assert inf.run_cli(argv + ["--quiet"]) == 0, argv
+    assert (tmp_path / "demo_output" / "inference" / "detections.json").is_file()

@@ -28,7 +28,7 @@ TINY_OPTIONS = [
     "enc_layers=1", "dec_layers=2", "num_queries=20", "dn_number=3", "nheads=2", "enc_n_points=2",
     "dec_n_points=2", "num_classes=4", "dn_labelbook_size=4", "batch_size=2",
     "data_aug_scales=[64]", "data_aug_max_size=96", "data_aug_scales2_resize=[64]",
-    "data_aug_scales2_crop=[48,64]", "use_ema=True", "ema_decay=0.9",
+    "data_aug_scales2_crop=[48,64]", "use_ema=True", "ema_decay=0.9", "backbone_pretrained=False",
 ]
 CONFIG = "config/DINO/DINO_4scale.py"
 RUN_TIMEOUT = 420

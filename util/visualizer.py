@@ -1,7 +1,9 @@
 """Drawing detections and ground-truth boxes on images with PIL.
 
-Every class gets a fixed colour (the same in every image and every run), and
-each box is labelled with its class name and, for detections, the score.
+Every class gets a fixed colour (keyed by its name, so the same class looks the
+same in every picture, tool and run), and each box is labelled with its class
+name and, for detections, the score. Pictures keep the image's resolution; line
+width and font grow with it, and labels are placed where they hide no other label.
 
     from util.visualizer import draw_detections
     img = draw_detections(Image.open(path), boxes_xyxy, labels, scores, {1: "circle"})
@@ -10,11 +12,13 @@ each box is labelled with its class name and, for detections, the score.
 from __future__ import annotations
 
 import colorsys
+import zlib
 from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["color_for_label", "label_text", "draw_detections", "draw_ground_truth", "get_font"]
+__all__ = ["color_for_label", "label_text", "draw_detections", "draw_ground_truth", "get_font", "drawing_sizes",
+           "place_label"]
 
 Color = Tuple[int, int, int]
 
@@ -26,13 +30,23 @@ _PALETTE: Tuple[Color, ...] = (
 )
 
 
-def color_for_label(label: int) -> Color:
-    """A fixed RGB colour for a class id (deterministic, no global state)."""
+def color_for_label(label: int, name: Optional[str] = None) -> Color:
+    """A fixed RGB colour for a class: keyed by its name when known, so a class looks
+    the same in every picture, tool and dataset (predictions, ground truth, another
+    checkpoint's ids); by its id otherwise."""
+    if name:
+        index = zlib.crc32(name.strip().lower().encode("utf-8"))
+        if index % 4 != 0:  # three names in four take a palette colour, the rest a hue of their own
+            return _PALETTE[index % len(_PALETTE)]
+        return _hue_color(index / 2 ** 32)
     label = int(label)
     if 0 <= label < len(_PALETTE):
         return _PALETTE[label]
-    h = (label * 0.618033988749895) % 1.0
-    r, g, b = colorsys.hsv_to_rgb(h, 0.85, 0.95)
+    return _hue_color((label * 0.618033988749895) % 1.0)
+
+
+def _hue_color(hue: float) -> Color:
+    r, g, b = colorsys.hsv_to_rgb(hue % 1.0, 0.85, 0.95)
     return int(r * 255), int(g * 255), int(b * 255)
 
 
@@ -56,6 +70,13 @@ def get_font(size: int = 12):
     return _FONT_CACHE[size]
 
 
+def drawing_sizes(width: int, height: int) -> Tuple[int, int]:
+    """(line width, font size) in pixels for a picture of this size: both grow with the
+    image, so labels stay readable on a 4000x3000 photo and boxes stay thin on a thumbnail."""
+    scale = (width * height) ** 0.5
+    return max(1, round(scale / 450)), max(10, round(scale / 45))
+
+
 def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> Tuple[int, int]:
     x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
     return x1 - x0, y1 - y0
@@ -74,6 +95,38 @@ def _contrast_text_color(color: Color) -> Color:
     return (0, 0, 0) if lum > 150 else (255, 255, 255)
 
 
+Rect = Tuple[float, float, float, float]
+
+
+def _overlaps(a: Rect, b: Rect) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def place_label(box: Rect, size: Tuple[float, float], image_size: Tuple[int, int],
+                taken: Sequence[Rect]) -> Rect:
+    """Where a label of `size` goes for `box`: above its top-left corner, else inside it,
+    else below it, else the first free slot further down; never over a label in `taken`."""
+    (x0, y0, x1, y1), (tw, th), (w, h) = box, size, image_size
+    left = min(max(0.0, x0), max(0.0, w - tw))
+    right = min(max(0.0, x1 - tw), max(0.0, w - tw))
+    candidates = [(left, y0 - th), (left, y0), (left, y1), (left, y1 - th), (right, y0 - th), (right, y0)]
+    for cx, cy in candidates:
+        rect = (cx, cy, cx + tw, cy + th)
+        if cy >= 0 and cy + th <= h and not any(_overlaps(rect, t) for t in taken):
+            return rect
+    cy = min(max(0.0, y0), max(0.0, h - th))
+    rect = (left, cy, left + tw, cy + th)
+    for _ in range(len(taken) + 1):  # slide down past the labels in the way, then wrap to the top
+        hits = [t for t in taken if _overlaps(rect, t)]
+        if not hits:
+            break
+        cy = max(t[3] for t in hits)
+        if cy + th > h:
+            cy = 0.0
+        rect = (left, cy, left + tw, cy + th)
+    return rect
+
+
 def draw_detections(
     image: Union[Image.Image, str],
     boxes: Sequence[Sequence[float]],
@@ -84,11 +137,12 @@ def draw_detections(
     font_size: Optional[int] = None,
     dashed: bool = False,
 ) -> Image.Image:
-    """Return a copy of `image` (RGB) with boxes and 'name score' labels drawn.
+    """Return a copy of `image` (RGB, same size) with boxes and 'name score' labels drawn.
 
     boxes: xyxy in pixels of `image`; labels: class ids; scores: optional, one per box.
-    Lists, numpy arrays and tensors are accepted. With `dashed=True` boxes are
-    drawn dashed (used for ground truth, so both can share one picture).
+    Lists, numpy arrays and tensors are accepted. All boxes are drawn first, then
+    the labels, most confident first, each where it covers no other label. With
+    `dashed=True` boxes are drawn dashed (ground truth, so both can share a picture).
     """
     if isinstance(image, str):
         image = Image.open(image)
@@ -97,30 +151,34 @@ def draw_detections(
     if len(boxes) != len(labels) or (scores and len(scores) != len(boxes)):
         raise ValueError(f"got {len(boxes)} boxes, {len(labels)} labels, {len(scores)} scores")
     w, h = img.size
-    side = min(w, h)
-    lw = line_width or max(1, round(side / 160))
-    font = get_font(font_size or max(9, min(20, round(side / 26))))
+    auto_lw, auto_font = drawing_sizes(w, h)
+    lw = line_width or auto_lw
+    font = get_font(font_size or auto_font)
+    names = category_names or {}
     draw = ImageDraw.Draw(img)
-    # lowest score first, so the most confident boxes and labels end up on top
-    order = sorted(range(len(boxes)), key=lambda k: scores[k]) if scores else range(len(boxes))
-    for i in order:
-        box, label = boxes[i], labels[i]
-        x0, y0, x1, y1 = [float(v) for v in box]
-        x0, x1 = sorted((x0, x1))
-        y0, y1 = sorted((y0, y1))
-        color = color_for_label(label)
+    order = sorted(range(len(boxes)), key=lambda k: -scores[k]) if scores else list(range(len(boxes)))
+    rects = []
+    for i in reversed(order):  # lowest score first: the most confident box ends up on top
+        x0, y0, x1, y1 = [float(v) for v in boxes[i]]
+        rect = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+        rects.append((i, rect))
+        color = color_for_label(labels[i], names.get(int(labels[i])))
         if dashed:
-            _dashed_rect(draw, (x0, y0, x1, y1), color, lw)
+            _dashed_rect(draw, rect, color, lw)
         else:
-            draw.rectangle([x0, y0, x1, y1], outline=color, width=lw)
-        text = label_text(label, scores[i] if scores else None, category_names)
+            draw.rectangle(list(rect), outline=color, width=lw)
+    pad = max(1, lw // 2 + 1)
+    taken: list = []
+    for i, rect in reversed(rects):  # most confident label placed first
+        color = color_for_label(labels[i], names.get(int(labels[i])))
+        text = label_text(labels[i], scores[i] if scores else None, category_names)
         tw, th = _text_size(draw, text, font)
-        # label above the box when there is room, else inside its top-left corner
-        ty = y0 - th - 3 if y0 - th - 3 >= 0 else y0 + lw
-        tx = min(max(0.0, x0), max(0.0, w - tw - 4))
-        draw.rectangle([tx, ty, tx + tw + 3, ty + th + 3], fill=color)
+        spot = place_label(rect, (tw + 2 * pad, th + 2 * pad), (w, h), taken)
+        taken.append(spot)
+        draw.rectangle(list(spot), fill=color)
         bx0 = draw.textbbox((0, 0), text, font=font)
-        draw.text((tx + 2 - bx0[0], ty + 1 - bx0[1]), text, fill=_contrast_text_color(color), font=font)
+        draw.text((spot[0] + pad - bx0[0], spot[1] + pad - bx0[1]), text, fill=_contrast_text_color(color),
+                  font=font)
     return img
 
 

@@ -28,6 +28,7 @@ lr_drop_list = [33, 45]
 modelname = 'dino'
 frozen_weights = None       # fixed
 backbone = 'resnet50'
+backbone_pretrained = True      # ImageNet weights: a local file (pretrained_backbone_path / backbone_dir), else torchvision's download
 use_checkpoint = False
 
 dilation = False

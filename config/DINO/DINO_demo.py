@@ -10,6 +10,7 @@ dn_labelbook_size = 6
 
 # ResNet-18 trained from scratch: ordinary batch norm, nothing frozen
 backbone = 'resnet18'
+backbone_pretrained = False
 batch_norm_type = 'BatchNorm2d'
 backbone_freeze_keywords = []
 

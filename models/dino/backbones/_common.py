@@ -14,7 +14,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
-from .pretrained import StateDict, freeze_by_keywords, load_pretrained, pretrained_path
+from .pretrained import (PretrainedSource, StateDict, attach_pretrained_source, freeze_by_keywords, load_pretrained,
+                         pretrained_path)
 
 logger = logging.getLogger("dino.backbone")
 
@@ -111,14 +112,17 @@ def resize_rel_pos_table(table: Tensor, window: int) -> Tensor:
 
 
 def finish_body(body: nn.Module, args, file_names: Dict[str, str],
-                remap: Callable[[StateDict, nn.Module], StateDict]) -> nn.Module:
-    """Load the pretrained file named by the args (if any), then apply `backbone_freeze_keywords`."""
+                remap: Callable[[StateDict, nn.Module], StateDict],
+                source: Optional[PretrainedSource] = None) -> nn.Module:
+    """Load the pretrained file named by the args (if any), else attach where the weights come from
+    (`source`, or the file to get: see pretrained.load_library_weights); then apply
+    `backbone_freeze_keywords`."""
     path = pretrained_path(args, file_names)
     if path:
         load_pretrained(body, path, remap, what=args.backbone)
     else:
-        logger.warning("%s starts from random weights (no pretrained_backbone_path / backbone_dir given)",
-                       args.backbone)
+        hint = file_names.get(args.backbone, f"the pretrained file of {args.backbone}")
+        attach_pretrained_source(body, args, source or PretrainedSource(args.backbone, hint, remap=remap))
     freeze_by_keywords(body, getattr(args, "backbone_freeze_keywords", None))
     return body
 

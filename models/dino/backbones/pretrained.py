@@ -90,3 +90,98 @@ def freeze_by_keywords(module: nn.Module, keywords: Optional[Iterable[str]]) -> 
     for name, param in module.named_parameters():
         if any(k in name for k in keywords):
             param.requires_grad_(False)
+
+
+# --- weights that come through a library (torchvision, timm) ----------------
+# Building a model never downloads anything: a body whose config names no local
+# file gets a `PretrainedSource` attached. Only a training run that starts from
+# scratch (no --resume, no --pretrain_model_path) asks for the weights, through
+# `load_library_weights`; evaluating or fine-tuning takes the backbone from the
+# checkpoint instead.
+class BackboneWeightsError(RuntimeError):
+    """The backbone's pretrained weights cannot be had; the message says what to do."""
+
+
+class PretrainedSource:
+    """Where a body's ImageNet weights come from when no local file is named.
+
+    fetch: returns the state dict through the library's standard mechanism
+    (cached as the library caches), or None when the library has none.
+    file_hint: the file a user can download instead (name and where from).
+    """
+
+    def __init__(self, backbone: str, file_hint: str,
+                 fetch: Optional[Callable[[], StateDict]] = None,
+                 remap: Optional[Callable[[StateDict, nn.Module], StateDict]] = None,
+                 library: str = ""):
+        self.backbone, self.file_hint, self.fetch, self.remap, self.library = \
+            backbone, file_hint, fetch, remap, library
+
+
+def attach_pretrained_source(body: nn.Module, args, source: PretrainedSource) -> None:
+    """Mark `body` as wanting `source`'s weights (nothing is loaded here)."""
+    body.pretrained_source = source
+    if not wants_pretrained(args):
+        logger.info("%s: backbone_pretrained=False, the backbone trains from random weights", args.backbone)
+
+
+def wants_pretrained(args) -> bool:
+    """The config's `backbone_pretrained` (True unless a config says it trains from scratch)."""
+    return bool(getattr(args, "backbone_pretrained", True))
+
+
+def torchvision_source(arch: str, file_name: str, remap) -> PretrainedSource:
+    """The ImageNet weights torchvision publishes for `arch` (IMAGENET1K_V1, the original's)."""
+    def fetch() -> StateDict:
+        import torchvision
+        weights = torchvision.models.get_model_weights(arch).IMAGENET1K_V1
+        return weights.get_state_dict(progress=True)
+    return PretrainedSource(arch, f"{file_name} (https://download.pytorch.org/models/{file_name})",
+                            fetch, remap, library="torchvision")
+
+
+def timm_source(backbone: str, timm_name: str, file_hint: str, remap) -> PretrainedSource:
+    """The weights timm publishes for `timm_name` (downloaded and cached by timm / huggingface_hub)."""
+    def fetch() -> StateDict:
+        import timm
+        return timm.create_model(timm_name, pretrained=True).state_dict()
+    return PretrainedSource(backbone, file_hint, fetch, remap, library=f"timm ({timm_name})")
+
+
+def _fetch_error(source: PretrainedSource, reason: str) -> BackboneWeightsError:
+    how = f"could not get them through {source.library}: {reason}" if source.library else reason
+    return BackboneWeightsError(
+        f"backbone {source.backbone} needs its pretrained weights and {how}. Get {source.file_hint} "
+        f"and set --options pretrained_backbone_path=/path/to/that/file (or backbone_dir=DIR holding it), "
+        f"or set backbone_pretrained=False to train the backbone from random weights")
+
+
+def load_library_weights(model: nn.Module, args) -> int:
+    """Load every body's `pretrained_source` into it; return how many were loaded.
+
+    Raises BackboneWeightsError (one line saying which file and which key) when a
+    source cannot give its weights, e.g. offline with nothing cached.
+    """
+    if not wants_pretrained(args):
+        return 0
+    loaded = 0
+    for body in [m for m in model.modules() if getattr(m, "pretrained_source", None) is not None]:
+        source: PretrainedSource = body.pretrained_source
+        if source.fetch is None:
+            raise _fetch_error(source, "no library publishes them")
+        try:
+            state = source.fetch()
+        except Exception as exc:  # network, missing package, unknown model: all say the same to a user
+            raise _fetch_error(source, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+        if source.remap is not None:
+            state = source.remap(state, body)
+        own = body.state_dict()
+        state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        result = body.load_state_dict(state, strict=False)
+        logger.info("loaded %s weights through %s: %d tensors, %d missing", source.backbone, source.library,
+                    len(state), len(result.missing_keys))
+        if result.missing_keys:
+            logger.warning("missing keys in the %s weights (%d): %s", source.backbone, len(result.missing_keys),
+                           ", ".join(result.missing_keys[:8]))
+        loaded += 1
+    return loaded

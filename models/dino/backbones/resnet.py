@@ -2,7 +2,8 @@
 
 State-dict keys are `body.<torchvision resnet key>` (so `backbone.0.body...`
 inside DINO), as the original. Pretrained weights are torchvision's ImageNet
-files, read from a local path.
+files (IMAGENET1K_V1, as the original): a local file when the config names one,
+else through torchvision's own download and cache when training starts.
 """
 import logging
 import re
@@ -14,7 +15,8 @@ from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from .pretrained import drop_keys, freeze_by_keywords, load_pretrained, pretrained_path
+from .pretrained import (attach_pretrained_source, drop_keys, freeze_by_keywords, load_pretrained, pretrained_path,
+                         torchvision_source)
 from .registry import register_backbone, register_layout_remap
 
 logger = logging.getLogger("dino.backbone")
@@ -74,8 +76,8 @@ def build_resnet(args) -> nn.Module:
     if path:
         load_pretrained(body, path, _remap_torchvision, what=args.backbone)
     else:
-        logger.warning("%s starts from random weights (no pretrained_backbone_path / backbone_dir given)",
-                       args.backbone)
+        attach_pretrained_source(body, args, torchvision_source(args.backbone, TORCHVISION_FILES[args.backbone],
+                                                                _remap_torchvision))
     keywords = getattr(args, "backbone_freeze_keywords", None)
     if keywords is None:
         # The original trains layer2-4 only: stem and layer1 stay as pretrained.

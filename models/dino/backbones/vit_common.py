@@ -605,8 +605,9 @@ def load_and_freeze(body: nn.Module, net: PlainViT, args, default_files: Dict[st
 
         load_pretrained(body, path, remap, what=args.backbone)
     else:
-        logger.warning("%s starts from random weights (no pretrained_backbone_path / backbone_dir given)",
-                       args.backbone)
+        from .pretrained import PretrainedSource, attach_pretrained_source
+        hint = default_files.get(args.backbone, f"the pretrained file of {args.backbone}")
+        attach_pretrained_source(body, args, PretrainedSource(args.backbone, hint))
     if bool(vit_option(args, "vit_freeze_patch_embed", freeze_patch_embed)):
         for p in net.patch_embed.parameters():
             p.requires_grad_(False)

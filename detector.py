@@ -1,0 +1,235 @@
+"""Run a trained DINO from Python.
+
+    from detector import Detector          # from the repository root (or with it on PYTHONPATH)
+
+    detector = Detector.from_checkpoint("logs/demo/checkpoint.pth")   # config read from the checkpoint
+    result = detector("photo.jpg", threshold=0.3)
+    result.boxes, result.scores, result.labels, result.names          # xyxy pixels, sorted by score
+    results = detector([pil_image, numpy_rgb, tensor_chw], nms=0.7)    # one Detections per image
+
+`from_checkpoint` rebuilds the model from what the run recorded (the `args`
+inside the checkpoint, or `config_cfg.py` beside it), falling back to the
+`config` given; `options` override single keys. Class names come from the
+checkpoint (recorded at training time), else from the dataset it names.
+Images are preprocessed exactly as evaluation does (`make_coco_transforms('val')`),
+so a Detector gives the detections `main.py --eval` scores for the same image.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from util.slconfig import ConfigError
+
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+
+__all__ = ["Detector", "Detections", "to_pil_image"]
+
+
+@dataclass
+class Detections:
+    """Detections of one image: boxes xyxy in pixels of that image, sorted by score."""
+    boxes: np.ndarray                      # float32 [N, 4]
+    scores: np.ndarray                     # float32 [N]
+    labels: np.ndarray                     # int64 [N]: the dataset's category ids
+    names: List[str] = field(default_factory=list)
+    image_size: tuple = (0, 0)             # (height, width)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain lists, rounded, for JSON."""
+        return {"boxes": [[round(float(v), 2) for v in b] for b in self.boxes],
+                "scores": [round(float(s), 4) for s in self.scores],
+                "labels": [int(v) for v in self.labels], "names": list(self.names),
+                "height": int(self.image_size[0]), "width": int(self.image_size[1])}
+
+
+def to_pil_image(image: ImageInput) -> Image.Image:
+    """An RGB PIL image from a path, a PIL image, an HxWx3 (or HxW) numpy array (RGB,
+    uint8 or float in [0, 1]) or a 3xHxW tensor (RGB, uint8 or float in [0, 1])."""
+    if isinstance(image, (str, os.PathLike)):
+        from datasets.image_io import load_image
+        return load_image(str(image))
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, torch.Tensor):
+        if image.ndim != 3 or image.shape[0] not in (1, 3):
+            raise ValueError(f"a tensor image must be [3, H, W] (RGB), got shape {list(image.shape)}")
+        image = image.detach().cpu().permute(1, 2, 0).numpy()
+    if isinstance(image, np.ndarray):
+        array = image
+        if array.ndim == 3 and array.shape[2] == 1:
+            array = array[:, :, 0]
+        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+            raise ValueError(f"a numpy image must be HxWx3 (RGB) or HxW, got shape {array.shape}")
+        if array.dtype != np.uint8:
+            array = np.clip(np.rint(array.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(array).convert("RGB")
+    raise TypeError(f"cannot read an image from a {type(image).__name__}; give a path, a PIL image, "
+                    f"a numpy array or a tensor")
+
+
+def resolve_device(device: Optional[Union[str, torch.device]]) -> torch.device:
+    """`device`, or CUDA when available else CPU; a ConfigError when CUDA is asked for and absent."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device}: no CUDA device is available here; use --device cpu")
+    return device
+
+
+class Detector:
+    """A DINO model with its preprocessing, post-processing and class names."""
+
+    def __init__(self, model: torch.nn.Module, postprocessor: Any, args: Any,
+                 category_names: Optional[Mapping[int, str]] = None,
+                 label_to_category: Optional[Sequence[int]] = None, amp: bool = False):
+        from datasets.transforms import make_coco_transforms
+
+        self.model = model.eval()
+        self.postprocessor = postprocessor
+        self.args = args
+        self.category_names: Dict[int, str] = dict(category_names or {})
+        self.label_to_category = list(label_to_category) if label_to_category is not None else None
+        self.device = next(model.parameters()).device
+        self.amp = amp
+        self._transform = make_coco_transforms("val", args)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str, config: Optional[str] = None,
+                        options: Optional[Mapping[str, Any]] = None,
+                        device: Optional[Union[str, torch.device]] = None,
+                        use_ema: bool = False, amp: bool = False) -> "Detector":
+        """Rebuild the model of `checkpoint` and load its weights (strictly).
+
+        config: a config file that wins over what the checkpoint records;
+        options: single config keys to override; use_ema: the EMA weights.
+        Errors for people: util.checkpoint.CheckpointError, util.slconfig.ConfigError.
+        """
+        from main import build_model_main
+        from util.checkpoint import CheckpointError, load_checkpoint, load_model_weights
+        from util.run_config import args_for_checkpoint
+
+        device = resolve_device(device)
+        ckpt = load_checkpoint(checkpoint, "checkpoint")
+        args, source = args_for_checkpoint(ckpt, checkpoint, config, options)
+        args.device = str(device)
+        model, _criterion, postprocessors = build_model_main(args)
+        key = "ema_model" if use_ema else "model"
+        if key not in ckpt:
+            raise CheckpointError(f"checkpoint {checkpoint} has no '{key}' weights"
+                                  + (" (it was trained without use_ema)" if use_ema else ""))
+        load_model_weights(model, ckpt[key], checkpoint, "checkpoint", strict=True)
+        model.to(device)
+        names = category_names_for(args)
+        detector = cls(model, postprocessors["bbox"], args, names, label_map_for(args), amp=amp)
+        detector.settings_source = source
+        return detector
+
+    # ------------------------------------------------------------------ running
+    @torch.no_grad()
+    def __call__(self, images: Union[ImageInput, Sequence[ImageInput]], threshold: float = 0.3,
+                 topk: Optional[int] = None, nms: Optional[float] = None,
+                 batch_size: int = 1) -> Union[Detections, List[Detections]]:
+        """Detections for one image (returns one Detections) or a list (returns a list).
+
+        threshold: minimum score; topk: at most this many per image (highest scores);
+        nms: IoU threshold of a per-class non-maximum suppression (None: off, as in
+        evaluation); batch_size: images per forward pass (different sizes are padded;
+        1 gives exactly evaluation's numbers, as the model sees no padding).
+        """
+        single = not isinstance(images, (list, tuple))
+        items = [images] if single else list(images)
+        pictures = [to_pil_image(x) for x in items]
+        results: List[Detections] = []
+        for start in range(0, len(pictures), max(1, int(batch_size))):
+            results.extend(self._detect_batch(pictures[start:start + max(1, int(batch_size))],
+                                              threshold, topk, nms))
+        return results[0] if single else results
+
+    def _detect_batch(self, pictures: Sequence[Image.Image], threshold: float, topk: Optional[int],
+                      nms: Optional[float]) -> List[Detections]:
+        tensors = [self._transform(p, None)[0].to(self.device) for p in pictures]
+        sizes = torch.tensor([[p.height, p.width] for p in pictures], device=self.device)
+        with self._autocast():
+            outputs = self.model(tensors)
+        outputs = {k: outputs[k].float() for k in ("pred_logits", "pred_boxes")}
+        raw = self.postprocessor(outputs, sizes)
+        return [self._finish(r, p, threshold, topk, nms) for r, p in zip(raw, pictures)]
+
+    def _autocast(self):
+        from contextlib import nullcontext
+        if not self.amp:
+            return nullcontext()
+        try:
+            from util.precision import inference_autocast
+        except ImportError:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return inference_autocast(self.device, True)
+
+    def _finish(self, result: Mapping[str, torch.Tensor], picture: Image.Image, threshold: float,
+                topk: Optional[int], nms: Optional[float]) -> Detections:
+        from torchvision.ops import batched_nms
+
+        scores = result["scores"].float().cpu()
+        labels = result["labels"].long().cpu()
+        boxes = result["boxes"].float().cpu().reshape(-1, 4)
+        w, h = picture.size
+        boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h),
+                             boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], dim=1)
+        keep = scores >= threshold
+        scores, labels, boxes = scores[keep], labels[keep], boxes[keep]
+        if nms is not None and nms > 0 and len(scores):
+            keep = batched_nms(boxes, scores, labels, float(nms))
+            scores, labels, boxes = scores[keep], labels[keep], boxes[keep]
+        order = torch.argsort(scores, descending=True)
+        if topk is not None:
+            order = order[: max(0, int(topk))]
+        scores, labels, boxes = scores[order], labels[order], boxes[order]
+        categories = self.categories_of(labels.tolist())
+        names = [self.category_names.get(c, str(c)) for c in categories]
+        return Detections(boxes.numpy().astype(np.float32), scores.numpy().astype(np.float32),
+                          np.asarray(categories, dtype=np.int64), names, (h, w))
+
+    def categories_of(self, labels: Sequence[int]) -> List[int]:
+        """The dataset's category ids for the model's labels (the same ids unless the
+        model predicts contiguous 0..K-1 classes)."""
+        if self.label_to_category is None:
+            return [int(v) for v in labels]
+        table = self.label_to_category
+        return [int(table[v]) if 0 <= v < len(table) else int(v) for v in labels]
+
+
+def category_names_for(args: Any) -> Dict[int, str]:
+    """{category id: name} recorded with the run, else read from the dataset it names."""
+    recorded = getattr(args, "category_names", None)
+    if isinstance(recorded, Mapping) and recorded:
+        return {int(k): str(v) for k, v in recorded.items()}
+    coco_path = getattr(args, "coco_path", None)
+    if isinstance(coco_path, str) and coco_path:
+        import json
+        for split in ("train", "val"):
+            path = os.path.join(coco_path, "annotations", f"instances_{split}2017.json")
+            try:
+                with open(path) as f:
+                    return {int(c["id"]): str(c["name"]) for c in json.load(f).get("categories", [])}
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+    return {}
+
+
+def label_map_for(args: Any) -> Optional[List[int]]:
+    """Category id of each model label for models trained on contiguous labels, else None."""
+    table = getattr(args, "label_to_category_id", None)
+    if table:
+        return [int(v) for v in table]
+    return None
