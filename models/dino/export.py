@@ -19,6 +19,7 @@ column is taken for padding.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Optional, Tuple
 
 import torch
@@ -96,7 +97,9 @@ def export_onnx(model: nn.Module, path: str, example: Tensor, num_select: Option
         outputs += ["scores", "labels", "boxes"]
         axes.update({"orig_sizes": {0: "batch"}, "scores": {0: "batch"}, "labels": {0: "batch"},
                      "boxes": {0: "batch"}})
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # the tracer warns about every Python bool taken from a shape; none of them depends on the image size
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(wrapper, args, path, input_names=inputs, output_names=outputs, dynamic_axes=axes,
                           opset_version=opset, dynamo=False, do_constant_folding=True)
     if not os.path.isfile(path):

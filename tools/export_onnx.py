@@ -1,0 +1,377 @@
+#!/usr/bin/env python
+"""Export a DINO checkpoint to ONNX and check the exported graph against PyTorch.
+
+    python tools/export_onnx.py -c config/DINO/DINO_demo.py --checkpoint demo_output/checkpoint.pth \\
+        --output demo_output/dino_demo.onnx
+    python tools/export_onnx.py -c config/DINO/DINO_demo.py --checkpoint demo_output/checkpoint.pth \\
+        --output demo_output/dino_demo_post.onnx --postprocess --val data/synthetic_shapes --val-images 20
+    python tools/export_onnx.py -c config/DINO/DINO_4scale.py --checkpoint checkpoint0033_4scale.pth \\
+        --output dino_r50.onnx --size 800 1333
+
+The graph (opset 18, plain ONNX ops, docs/EXPORT.md):
+  input   images       float32 [N, 3, H, W], ImageNet-normalized RGB; N, H, W dynamic. Images of
+                       different sizes are zero-padded at the bottom/right (as PyTorch batches them);
+                       the graph takes its padding mask from those zeros.
+  outputs pred_logits  [N, Q, C] and pred_boxes [N, Q, 4] (normalized cx, cy, w, h), as the PyTorch model.
+  --postprocess adds the input orig_sizes int64 [N, 2] (h, w) and the outputs scores [N, K],
+  labels [N, K] int64 and boxes [N, K, 4] (xyxy pixels of orig_sizes): PostProcess's top K=num_select
+  (no NMS, no clipping; deploy/onnx_detector.py applies those when the config asks for them).
+
+The check (skipped with --no-check): ONNX Runtime (CPU) and the PyTorch model run the same
+images at two sizes other than the export size, batch 1 each and batch 2 of both (padded); it
+prints the largest difference of logits and boxes, the share of query rows and of the top-100
+detections that agree (rows matched as sets, as the parity checker does), and the model is
+written only when they agree (exit status 1 otherwise). --val COCODIR also prints COCO box AP
+of ONNX Runtime beside PyTorch's on that folder's val2017 split.
+
+The output is written atomically (temporary file, then rename); an existing file is refused
+unless --overwrite, and the output may never be the config or the checkpoint.
+Errors are one line and a non-zero exit status; --debug shows the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+ROW_TOL = 1e-3            # as ../shared/parity/check.py: |a - b| <= tol * (1 + max|a|, |b|)
+MIN_ROWS_MATCHED = 0.90   # query rows (near-ties in query selection may reorder a few)
+MIN_TOP100_MATCHED = 0.95  # detections that count
+
+
+class ExportError(RuntimeError):
+    """A problem the person running the tool can fix; the message says how."""
+
+
+# --------------------------------------------------------------------------- #
+# model
+# --------------------------------------------------------------------------- #
+def build_model(config: str, options: Optional[Dict[str, Any]], checkpoint: str, use_ema: bool = False):
+    """(model in eval mode on the CPU, postprocessor, args) for a config and a checkpoint."""
+    from main import apply_config, build_model_main, get_args_parser, load_config
+    from util.checkpoint import load_checkpoint, load_model_weights
+
+    if not os.path.isfile(config):
+        raise ExportError(f"-c {config}: no such config file")
+    args = get_args_parser().parse_args(["-c", config, "--device", "cpu"])
+    args.options = options or None
+    cfg, _ = load_config(args)
+    apply_config(cfg, args)
+    args.device = "cpu"
+    ckpt = load_checkpoint(checkpoint, what="--checkpoint")
+    key = "ema_model" if use_ema else "model"
+    if key not in ckpt:
+        raise ExportError(f"--checkpoint {checkpoint} has no '{key}' weights" + (" (drop --use-ema)" if use_ema else ""))
+    model, _criterion, postprocessors = build_model_main(args)
+    load_model_weights(model, ckpt[key], checkpoint, "--checkpoint", strict=True)
+    return model.eval(), postprocessors["bbox"], args
+
+
+def deploy_metadata(args: argparse.Namespace) -> Dict[str, Any]:
+    """What deploy/onnx_detector.py needs to pre- and post-process like evaluation does."""
+    from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, AugParams
+
+    params = AugParams.from_args(args)
+    if (getattr(args, "data_aug_type", None) or "detr") == "lsj":
+        size = int(getattr(args, "lsj_size", None) or 1024)
+        overlap = getattr(args, "data_aug_scale_overlap", None)
+        size = int(size * float(overlap)) if overlap is not None and float(overlap) > 0 else size
+        resize = {"mode": "longest", "size": size}
+    else:
+        resize = {"mode": "shorter", "size": max(params.scales), "max_size": params.max_size}
+    names = getattr(args, "category_names", None) or {}
+    return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "resize": resize,
+            "num_select": int(args.num_select), "nms_iou_threshold": float(getattr(args, "nms_iou_threshold", -1)),
+            "clip_boxes": bool(getattr(args, "postprocess_clip_boxes", False)),
+            "num_classes": int(args.num_classes), "num_queries": int(args.num_queries),
+            "category_names": {str(k): str(v) for k, v in dict(names).items()}}
+
+
+def default_sizes(args: argparse.Namespace) -> Tuple[Tuple[int, int], List[Tuple[int, int]]]:
+    """(export size, two check sizes) from the evaluation size S (shorter side) of the config:
+    S x 4S/3 for the export, a smaller landscape and a portrait size for the check."""
+    meta = deploy_metadata(args)["resize"]
+    short = meta["size"] if meta["mode"] == "shorter" else meta["size"] * 3 // 4
+    long = min(meta.get("max_size") or short * 4 // 3, short * 4 // 3)
+    return (short, long), [(short * 3 // 4, long * 3 // 4 + 16), (long * 3 // 4, short * 3 // 4)]
+
+
+# --------------------------------------------------------------------------- #
+# export and check
+# --------------------------------------------------------------------------- #
+def check_paths(output: str, inputs: Sequence[str], overwrite: bool) -> str:
+    """Absolute output path after refusing to write over an input, an existing file (unless overwrite) or a folder."""
+    out = os.path.abspath(output)
+    for path in inputs:
+        if path and os.path.exists(path) and os.path.exists(out) and os.path.samefile(path, out):
+            raise ExportError(f"--output {output} is an input of the export ({path}); choose another file")
+    if os.path.isdir(out):
+        raise ExportError(f"--output {output} is a folder; give a file name such as {os.path.join(output, 'model.onnx')}")
+    if os.path.exists(out) and not overwrite:
+        raise ExportError(f"--output {output} exists; pass --overwrite to replace it, or choose another name")
+    if not os.path.isdir(os.path.dirname(out)):
+        raise ExportError(f"--output {output}: folder {os.path.dirname(out)} does not exist; create it first")
+    return out
+
+
+def write_model(model: torch.nn.Module, tmp_path: str, size: Tuple[int, int], num_select: Optional[int],
+                metadata: Dict[str, Any]) -> None:
+    """Export to `tmp_path` and store the deployment metadata in the file."""
+    import onnx
+
+    from models.dino.export import export_onnx
+
+    example = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
+    export_onnx(model, tmp_path, example, num_select=num_select)
+    proto = onnx.load(tmp_path)
+    onnx.checker.check_model(proto)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "dino", json.dumps(metadata)
+    onnx.save(proto, tmp_path)
+
+
+def smooth_images(sizes: Sequence[Tuple[int, int]], seed: int = 0) -> List[torch.Tensor]:
+    """Normalized-looking test images: low-frequency noise, bilinearly upsampled."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for h, w in sizes:
+        coarse = torch.randn(1, 3, max(2, h // 16), max(2, w // 16), generator=gen)
+        out.append(torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)[0])
+    return out
+
+
+def rows_matched(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of rows of `a` with a partner row in `b` (one-to-one) within ROW_TOL, as the parity checker."""
+    from scipy.optimize import linear_sum_assignment
+
+    cost = np.abs(a[:, None, :] - b[None, :, :]).max(-1)
+    r, c = linear_sum_assignment(cost)
+    tol = ROW_TOL + ROW_TOL * np.maximum(np.abs(a[r]).max(-1), np.abs(b[c]).max(-1))
+    return float((cost[r, c] <= tol).mean())
+
+
+def top_detections(logits: np.ndarray, boxes: np.ndarray, k: int = 100) -> np.ndarray:
+    """[k, 6] rows (score, label, cx, cy, w, h) of the top-k (query, class) pairs of one image."""
+    prob = 1.0 / (1.0 + np.exp(-logits.reshape(-1).astype(np.float64)))
+    top = np.argsort(-prob, kind="stable")[:k]
+    q, c = top // logits.shape[1], top % logits.shape[1]
+    return np.concatenate([prob[top, None], c[:, None].astype(np.float64), boxes[q].astype(np.float64)], 1)
+
+
+def compare(session, model: torch.nn.Module, batches: Sequence[Sequence[torch.Tensor]]) -> Tuple[bool, List[str]]:
+    """Run every batch through ONNX Runtime and PyTorch; (agree, report lines)."""
+    from util.misc import nested_tensor_from_tensor_list
+
+    ok, lines = True, []
+    for images in batches:
+        padded = nested_tensor_from_tensor_list(images).tensors
+        with torch.no_grad():
+            ref = model(images)
+        ref_logits, ref_boxes = ref["pred_logits"].numpy(), ref["pred_boxes"].numpy()
+        logits, boxes = session.run(["pred_logits", "pred_boxes"], {"images": padded.numpy(), **_extra_feeds(session, padded)})
+        for i, img in enumerate(images):
+            rows_ref = np.concatenate([ref_logits[i], ref_boxes[i]], -1)
+            rows_got = np.concatenate([logits[i], boxes[i]], -1)
+            rows = rows_matched(rows_ref, rows_got)
+            top = rows_matched(top_detections(ref_logits[i], ref_boxes[i]), top_detections(logits[i], boxes[i]))
+            good = rows >= MIN_ROWS_MATCHED and top >= MIN_TOP100_MATCHED
+            ok &= good
+            lines.append(
+                f"{'ok  ' if good else 'FAIL'} batch {len(images)} (padded to {padded.shape[2]}x{padded.shape[3]}) "
+                f"image {tuple(img.shape[1:])}: max |diff| logits {np.abs(logits[i] - ref_logits[i]).max():.2e} "
+                f"boxes {np.abs(boxes[i] - ref_boxes[i]).max():.2e}; query rows matched {rows:.1%}, "
+                f"top-100 detections matched {top:.1%}")
+    return ok, lines
+
+
+def _extra_feeds(session, images: torch.Tensor) -> Dict[str, np.ndarray]:
+    names = {i.name for i in session.get_inputs()}
+    if "orig_sizes" not in names:
+        return {}
+    return {"orig_sizes": np.array([list(images.shape[-2:])] * images.shape[0], dtype=np.int64)}
+
+
+def check_postprocess(session, model: torch.nn.Module, postprocessor, images: Sequence[torch.Tensor]) -> str:
+    """One line comparing the in-graph detections with PostProcess (top-k, no NMS) on the same images."""
+    from models.dino.postprocess import PostProcess
+    from util.misc import nested_tensor_from_tensor_list
+
+    padded = nested_tensor_from_tensor_list(images).tensors
+    sizes = torch.tensor([list(im.shape[1:]) for im in images], dtype=torch.int64)
+    _, _, scores, labels, boxes = session.run(None, {"images": padded.numpy(), "orig_sizes": sizes.numpy()})
+    with torch.no_grad():
+        ref = PostProcess(num_select=postprocessor.num_select)(model(images), sizes)
+    fracs = []
+    for i, r in enumerate(ref):
+        a = torch.cat([r["scores"][:, None], r["labels"][:, None].float(), r["boxes"] / 100], -1).numpy()
+        b = np.concatenate([scores[i][:, None], labels[i][:, None].astype(np.float32), boxes[i] / 100], -1)
+        fracs.append(rows_matched(a, b) if a.shape == b.shape else 0.0)
+    return f"post-processing outputs vs PostProcess: {min(fracs):.1%} of detections matched (worst image)"
+
+
+# --------------------------------------------------------------------------- #
+# COCO AP
+# --------------------------------------------------------------------------- #
+def coco_ap(session, model: torch.nn.Module, postprocessor, args: argparse.Namespace, coco_dir: str,
+            max_images: Optional[int]) -> List[str]:
+    """COCO box AP of ONNX Runtime and of PyTorch on COCODIR's val split (batch 1, as evaluation)."""
+    import contextlib
+    import io
+
+    from tqdm import tqdm
+
+    from datasets import build_dataset, get_coco_api_from_dataset
+    from datasets.coco_eval import CocoEvaluator
+
+    args.coco_path = coco_dir
+    dataset = build_dataset(image_set="val", args=args)
+    base = get_coco_api_from_dataset(dataset)
+    count = len(dataset) if not max_images else min(max_images, len(dataset))
+    evaluators = {name: CocoEvaluator(base, ("bbox",)) for name in ("pytorch", "onnx")}
+    for index in tqdm(range(count), desc="COCO val (PyTorch and ONNX Runtime)", unit="image"):
+        image, target = dataset[index]
+        size = target["orig_size"][None]
+        with torch.no_grad():
+            ref = postprocessor(model([image]), size)
+        logits, boxes = session.run(["pred_logits", "pred_boxes"],
+                                    {"images": image[None].numpy(), **_extra_feeds(session, image[None])})
+        got = postprocessor({"pred_logits": torch.from_numpy(logits), "pred_boxes": torch.from_numpy(boxes)}, size)
+        image_id = int(target["image_id"])
+        evaluators["pytorch"].update({image_id: ref[0]})
+        evaluators["onnx"].update({image_id: got[0]})
+    stats = {}
+    for name, ev in evaluators.items():
+        with contextlib.redirect_stdout(io.StringIO()):
+            ev.accumulate()
+            ev.summarize()
+        stats[name] = ev.coco_eval["bbox"].stats
+    keys = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+    lines = [f"COCO box AP on {count} images of {coco_dir} val2017:", f"{'':12}" + "".join(f"{k:>8}" for k in keys)]
+    for name in ("pytorch", "onnx"):
+        lines.append(f"{name:12}" + "".join(f"{100 * v:8.2f}" for v in stats[name][:6]))
+    return lines
+
+
+# --------------------------------------------------------------------------- #
+# command line
+# --------------------------------------------------------------------------- #
+def get_parser() -> argparse.ArgumentParser:
+    from util.slconfig import DictAction
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-c", "--config_file", required=True, help="model config (the one used for training)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file with 'model' weights (as main.py saves)")
+    p.add_argument("--output", required=True, help="the .onnx file to write")
+    p.add_argument("--options", nargs="+", action=DictAction, default={},
+                   help="config overrides KEY=VALUE, as used for training")
+    p.add_argument("--use-ema", action="store_true", help="export 'ema_model' instead of 'model'")
+    p.add_argument("--postprocess", action="store_true",
+                   help="add post-processing to the graph (input orig_sizes; outputs scores, labels, boxes)")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="image size traced at export (any size runs afterwards); default from the config")
+    p.add_argument("--check-sizes", type=int, nargs=4, metavar=("H1", "W1", "H2", "W2"),
+                   help="the two image sizes of the check; default from the config")
+    p.add_argument("--no-check", action="store_true", help="write the model without comparing it with PyTorch")
+    p.add_argument("--val", metavar="COCODIR", help="also print COCO AP of ONNX and PyTorch on COCODIR/val2017")
+    p.add_argument("--val-images", type=int, default=None, metavar="N", help="with --val: only the first N images")
+    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch and ONNX Runtime")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    return p
+
+
+def run(opt: argparse.Namespace) -> int:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ExportError(f"{exc.name} is not installed; install it with `pip install -r requirements-export.txt`")
+    if opt.threads:
+        torch.set_num_threads(opt.threads)
+    output = check_paths(opt.output, [opt.config_file, opt.checkpoint], opt.overwrite)
+    model, postprocessor, args = build_model(opt.config_file, opt.options, opt.checkpoint, opt.use_ema)
+    export_size, check_sizes = default_sizes(args)
+    export_size = tuple(opt.size) if opt.size else export_size
+    if opt.check_sizes:
+        check_sizes = [tuple(opt.check_sizes[:2]), tuple(opt.check_sizes[2:])]
+    num_select = int(args.num_select) if opt.postprocess else None
+
+    tmp = os.path.join(os.path.dirname(output), f".{os.path.basename(output)}.tmp-{os.getpid()}")
+    try:
+        start = time.time()
+        print(f"exporting {opt.config_file} at {export_size[0]}x{export_size[1]} ...", flush=True)
+        write_model(model, tmp, export_size, num_select, deploy_metadata(args))
+        print(f"exported in {time.time() - start:.0f} s ({os.path.getsize(tmp) / 2**20:.1f} MiB)", flush=True)
+        status = 0
+        if not opt.no_check or opt.val:
+            options = ort.SessionOptions()
+            if opt.threads:
+                options.intra_op_num_threads = opt.threads
+            session = ort.InferenceSession(tmp, options, providers=["CPUExecutionProvider"])
+        if not opt.no_check:
+            if any(tuple(s) == tuple(export_size) for s in check_sizes):
+                raise ExportError(f"--check-sizes must differ from the export size {export_size}")
+            images = smooth_images(check_sizes)
+            ok, lines = compare(session, model, [[images[0]], [images[1]], images])
+            print("check: ONNX Runtime (CPU) vs PyTorch")
+            print("\n".join("  " + line for line in lines))
+            if opt.postprocess:
+                print("  " + check_postprocess(session, model, postprocessor, images))
+            if not ok:
+                print(f"error: the exported model disagrees with PyTorch; {output} was not written "
+                      f"(--no-check writes it anyway, e.g. to inspect it)", file=sys.stderr)
+                status = 1
+        if opt.val and status == 0:
+            print("\n".join(coco_ap(session, model, postprocessor, args, opt.val, opt.val_images)))
+        if status == 0:
+            os.replace(tmp, output)
+            print(f"wrote {output}")
+        return status
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    opt = get_parser().parse_args(argv)
+    try:
+        return run(opt)
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line for people, the traceback with --debug
+        if opt.debug:
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        known = _known_errors()
+        prefix = "" if isinstance(exc, known) else f"{type(exc).__name__}: "
+        hint = "" if isinstance(exc, known) else " (run with --debug for the traceback)"
+        print(f"error: {prefix}{message}{hint}", file=sys.stderr)
+        return 2
+
+
+def _known_errors() -> Tuple[type, ...]:
+    known: List[type] = [ExportError]
+    for module, name in (("util.checkpoint", "CheckpointError"), ("util.slconfig", "ConfigError"),
+                         ("models.dino.config_checks", "UnsupportedConfigError"),
+                         ("datasets.validation", "DatasetError"),
+                         ("models.dino.backbones.pretrained", "BackboneWeightsError")):
+        try:
+            known.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(known)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
