@@ -60,4 +60,20 @@ inline void check_levels_cpu(const at::Tensor& value, const at::Tensor& spatial_
   }
 }
 
+// Same check for tensors on any device: CUDA shapes are copied to the host
+// first (one small device-to-host copy, which synchronises with the stream).
+// Without it an inconsistent spatial_shapes / level_start_index makes the
+// CUDA kernels read and write outside value and grad_value.
+inline void check_levels(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                         const at::Tensor& level_start_index) {
+  if (spatial_shapes.device().is_cpu() && level_start_index.device().is_cpu()) {
+    check_levels_cpu(value, spatial_shapes, level_start_index);
+    return;
+  }
+  const int64_t L = spatial_shapes.size(0);
+  const at::Tensor host =
+      at::cat({spatial_shapes.reshape({-1}), level_start_index.reshape({-1})}).to(at::kCPU);
+  check_levels_cpu(value, host.narrow(0, 0, 2 * L).view({L, 2}), host.narrow(0, 2 * L, L));
+}
+
 }  // namespace msda

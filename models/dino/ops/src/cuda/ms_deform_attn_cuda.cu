@@ -2,7 +2,8 @@
 //
 // One warp per output row (n, q, m); lane c handles channels c, c + 32, ...
 // of the head, so value reads of a corner are coalesced. Backward adds into
-// grad_value with atomicAdd (one address per channel, little contention) and
+// grad_value with atomicAdd (one address per channel, little contention; for
+// double below sm_60 a compare-and-swap loop, see ms_deform_attn_atomic.cuh) and
 // reduces the per-point sums over channels with warp shuffles, so lane 0
 // writes grad_loc and grad_attn without atomics.
 // Only c10/cuda headers (no ATen/cuda/CUDAContext.h): the build then needs
@@ -15,6 +16,7 @@
 #include <algorithm>
 
 #include "../ms_deform_attn_checks.h"
+#include "ms_deform_attn_atomic.cuh"
 #include "ms_deform_attn_cuda.h"
 
 namespace {
@@ -153,7 +155,7 @@ __global__ void backward_kernel(const scalar_t* __restrict__ value,
             if (!ok[k]) continue;
             const int64_t idx = level_offset + pos[k] * row_stride + c;
             dk[k] += g * value[idx];
-            atomicAdd(grad_value + idx, wts[k] * a * g);
+            msda_cuda::atomic_add(grad_value + idx, wts[k] * a * g);
           }
         }
 #pragma unroll
@@ -189,6 +191,7 @@ at::Tensor ms_deform_attn_cuda_forward(const at::Tensor& value, const at::Tensor
   msda::check_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight,
                      im2col_step);
   TORCH_CHECK(value.is_cuda(), "ms_deform_attn_cuda_forward needs CUDA tensors");
+  msda::check_levels(value, spatial_shapes, level_start_index);
   const c10::cuda::OptionalCUDAGuard guard(value.device());
   const Dims d = dims_of(value, sampling_loc);
   auto output = at::zeros({d.N, d.Q, d.M * d.D}, value.options());
@@ -212,6 +215,7 @@ std::vector<at::Tensor> ms_deform_attn_cuda_backward(
   msda::check_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight,
                      im2col_step);
   TORCH_CHECK(value.is_cuda(), "ms_deform_attn_cuda_backward needs CUDA tensors");
+  msda::check_levels(value, spatial_shapes, level_start_index);
   const c10::cuda::OptionalCUDAGuard guard(value.device());
   const Dims d = dims_of(value, sampling_loc);
   TORCH_CHECK(grad_output.numel() == d.N * d.Q * d.M * d.D, "grad_output has ",
