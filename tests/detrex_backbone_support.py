@@ -26,7 +26,7 @@ def _draw(name: str, shape: Tuple[int, ...], g: torch.Generator) -> Tensor:
     if len(shape) <= 1:
         if leaf == "running_var":
             return 1.0 + 0.1 * x.abs()
-        if leaf == "weight":
+        if leaf == "weight" or leaf.startswith("gamma"):  # norms and layer scales
             return 1.0 + 0.1 * x
         return 0.1 * x
     if "pos_embed" in name:

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import (drop_path_or_identity, drop_path_rate, finish_body, reject_dilation, run_block,
-                      stage_indices, stochastic_depth_rates, strip_prefix)
-from .pretrained import StateDict
-from .registry import register_backbone
+from ._common import (drop_path_or_identity, drop_path_rate, finish_body, reject_dilation, rename_keys,
+                      run_block, stage_indices, stochastic_depth_rates, strip_prefix)
+from .pretrained import StateDict, timm_source
+from .registry import register_backbone, register_layout_remap
 
 _DEPTHS_T = (3, 3, 9, 3)
 _DEPTHS = (3, 3, 27, 3)
@@ -152,4 +152,29 @@ def build_convnext(args) -> nn.Module:
     body = ConvNeXtBody(_DEPTHS_T if size == "tiny" else _DEPTHS, _DIMS[size], stage_indices(args),
                         drop_path_rate=drop_path_rate(args, 0.0),
                         use_checkpoint=bool(getattr(args, "use_checkpoint", False)))
-    return finish_body(body, args, CONVNEXT_FILES, remap_convnext)
+    tag = "fb_in22k_ft_in1k_384" if args.backbone.endswith("_384") else "fb_in22k"  # timm's names of the same files
+    source = timm_source(args.backbone, f"convnext_{size}.{tag}", CONVNEXT_FILES[args.backbone], remap_convnext)
+    return finish_body(body, args, CONVNEXT_FILES, remap_convnext, source)
+
+
+# detrex's ConvNeXt (dino-convnext) has the original's module names but creates the output norms of
+# the returned stages only; the others, which the forward never uses, are filled in as unit norms.
+_DETREX_RULES = [(pattern, r"\g<0>") for pattern in (
+    r"downsample_layers\.\d\.[01]\.(?:weight|bias)",
+    r"stages\.\d\.\d+\.(?:dwconv|norm|pwconv1|pwconv2)\.(?:weight|bias)",
+    r"stages\.\d\.\d+\.gamma",
+    r"norm\d\.(?:weight|bias)",
+)]
+
+
+@register_layout_remap("detrex", *CONVNEXT_MODELS)
+def remap_detrex_convnext(state: StateDict, args) -> StateDict:
+    """detrex ConvNeXt backbone keys -> this body's keys (+ unit norms of the stages not returned)."""
+    out = rename_keys(state, _DETREX_RULES, what=f"detrex {args.backbone}")
+    for i in range(4):
+        width_key = f"stages.{i}.0.dwconv.weight"
+        if f"norm{i}.weight" not in out and width_key in out:
+            width = out[width_key].shape[0]
+            out[f"norm{i}.weight"] = torch.ones(width, dtype=out[width_key].dtype)
+            out[f"norm{i}.bias"] = torch.zeros(width, dtype=out[width_key].dtype)
+    return out

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._common import (Mlp, pad_to_multiple, drop_path_or_identity, drop_path_rate, finish_body, keep_own_buffers,
-                      resize_rel_pos_table, run_block, stage_indices, stochastic_depth_rates, strip_prefix)
-from .pretrained import StateDict
-from .registry import register_backbone
+                      rename_keys, resize_rel_pos_table, run_block, stage_indices, stochastic_depth_rates, strip_prefix)
+from .pretrained import StateDict, timm_source
+from .registry import register_backbone, register_layout_remap
 
 _T = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
 _S = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24))
@@ -56,6 +56,17 @@ SWIN_FILES = {
     "swin_S_224_1k": "swin_small_patch4_window7_224.pth",
     "swin_B_224_22k": "swin_base_patch4_window7_224_22k.pth",
     "swin_L_224_22k": "swin_large_patch4_window7_224_22k.pth",
+}
+
+# the same weights as published by timm (pretrained=True downloads and caches them)
+SWIN_TIMM_NAMES = {
+    "swin_T_224_1k": "swin_tiny_patch4_window7_224.ms_in1k",
+    "swin_T_224_22k": "swin_tiny_patch4_window7_224.ms_in22k_ft_in1k",
+    "swin_S_224_1k": "swin_small_patch4_window7_224.ms_in1k",
+    "swin_B_224_22k": "swin_base_patch4_window7_224.ms_in22k",
+    "swin_B_384_22k": "swin_base_patch4_window12_384.ms_in22k",
+    "swin_L_224_22k": "swin_large_patch4_window7_224.ms_in22k",
+    "swin_L_384_22k": "swin_large_patch4_window12_384.ms_in22k",
 }
 
 SWIN_DROP_PATH_RATE = 0.2  # the original's default, used for every DINO-Swin model
@@ -296,4 +307,28 @@ def build_swin(args) -> nn.Module:
                     drop_path_rate=drop_path_rate(args, SWIN_DROP_PATH_RATE),
                     dilation=bool(getattr(args, "dilation", False)),
                     use_checkpoint=bool(getattr(args, "use_checkpoint", False)))
-    return finish_body(body, args, SWIN_FILES, remap_swin)
+    source = timm_source(args.backbone, SWIN_TIMM_NAMES[args.backbone], SWIN_FILES[args.backbone], remap_swin)
+    return finish_body(body, args, SWIN_FILES, remap_swin, source)
+
+
+# detectron2's SwinTransformer (detrex dino-swin) has this module tree key for key; its
+# relative_position_index buffers are replaced by freshly computed ones (the same formula).
+_DETREX_RULES = [(pattern, r"\g<0>") for pattern in (
+    r"patch_embed\.(?:proj|norm)\.(?:weight|bias)",
+    r"layers\.\d+\.blocks\.\d+\.(?:norm[12]|attn\.qkv|attn\.proj|mlp\.fc[12])\.(?:weight|bias)",
+    r"layers\.\d+\.blocks\.\d+\.attn\.relative_position_(?:bias_table|index)",
+    r"layers\.\d+\.downsample\.(?:reduction\.weight|norm\.(?:weight|bias))",
+    r"norm\d\.(?:weight|bias)",
+)]
+
+
+@register_layout_remap("detrex", *SWIN_SPECS)
+def remap_detrex_swin(state: StateDict, args) -> StateDict:
+    """detrex / detectron2 SwinTransformer backbone keys -> this body's keys (the same names)."""
+    if getattr(args, "dilation", False):
+        raise ValueError(f"detrex {args.backbone}: detectron2's Swin has no dilated last stage; set dilation=False")
+    out = rename_keys(state, _DETREX_RULES, what=f"detrex {args.backbone}")
+    for key, value in out.items():
+        if key.endswith("relative_position_index"):
+            out[key] = relative_position_index(int(round(value.shape[0] ** 0.5)))
+    return out
