@@ -272,7 +272,7 @@ def _main(args):
                                  remove_stale_tmp_files, save_checkpoint_files, set_rng_state)
     from util.distributed import barrier
     from util.ema import ModelEma
-    from util.get_param_dicts import describe_param_groups, get_param_dict
+    from util.get_param_dicts import build_optimizer, describe_param_groups
     from util.logger import route_library_logs, setup_logger
     from util.metric_logger import BestMetricHolder
     from util.slconfig import ConfigError
@@ -325,8 +325,7 @@ def _main(args):
     n_parameters = sum(p.numel() for p in model_without_ddp.parameters() if p.requires_grad)
     logger.info("number of trainable parameters: %d", n_parameters)
 
-    optimizer = torch.optim.AdamW(get_param_dict(args, model_without_ddp), lr=args.lr,
-                                  weight_decay=args.weight_decay)
+    optimizer = build_optimizer(args, model_without_ddp)
     logger.info("optimizer param groups:\n%s", describe_param_groups(optimizer))
     scaler = make_grad_scaler(device, args.amp)
 

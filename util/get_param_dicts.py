@@ -26,12 +26,18 @@ even when empty, so optimizer states of the original checkpoints load.
 When the config sets `lr_layer_decay` (or its mmdet name `layer_decay_rate`),
 `util.layer_decay.build_layer_decay_param_groups` builds the groups instead
 (layer-wise decay for ViT-style backbones).
+
+`build_optimizer(args, model)` is that AdamW, with torch's fused implementation
+where the parameters allow it (one multi-tensor kernel instead of a Python loop
+over ~490 tensors: 4.5x faster optimizer steps for DINO-R50 on a CPU, see
+docs/OPS.md); it computes the same update as the plain `torch.optim.AdamW`.
 """
 from __future__ import annotations
 
 import logging
 from typing import Dict, List, Sequence
 
+import torch
 from torch import nn
 
 logger = logging.getLogger("dino.optim")
@@ -99,6 +105,31 @@ def get_param_dict(args, model_without_ddp: nn.Module) -> List[Dict]:
         {"params": [p for n, p in params if not is_backbone(n) and no_decay(n)],
          "lr": args.lr, "weight_decay": 0.0},
     ]
+
+
+def build_optimizer(args, model_without_ddp: nn.Module) -> torch.optim.AdamW:
+    """AdamW over `get_param_dict`'s groups (lr=args.lr, weight_decay=args.weight_decay), fused
+    where torch has fused AdamW kernels for the parameters' device and dtype (CPU and CUDA,
+    floating point), torch's default implementation otherwise. The choice is kept when a
+    checkpoint's optimizer state is loaded (one saved by a per-tensor-loop AdamW would
+    otherwise switch it back)."""
+    groups = get_param_dict(args, model_without_ddp)
+    kwargs = dict(lr=args.lr, weight_decay=args.weight_decay)
+    try:
+        optimizer = torch.optim.AdamW(groups, fused=True, **kwargs)
+        fused = True
+    except RuntimeError as exc:  # e.g. a device without fused kernels
+        logger.info("fused AdamW unavailable (%s); using torch's default implementation", exc)
+        optimizer = torch.optim.AdamW(groups, **kwargs)
+        fused = False
+
+    def keep_implementation(opt: torch.optim.Optimizer) -> None:
+        for group in opt.param_groups:
+            group["fused"] = True if fused else None
+            group["foreach"] = None
+
+    optimizer.register_load_state_dict_post_hook(keep_implementation)
+    return optimizer
 
 
 def describe_param_groups(optimizer) -> str:
