@@ -2,6 +2,11 @@
 
     python tools/convert_14to16.py pretrained/dinov2_vits14_pretrain.pth
         -> pretrained/dinov2_vits14_pretrain_14to16.pth
+    python tools/convert_14to16.py dinov2_vitl14_pretrain.pth -o vitl16.pth --method bicubic --keep-names
+
+With the defaults the output has the same keys and tensors as ViT-Adapter's
+`detection/convert_14to16.py` (checked in tests/test_vit_adapter_reference.py
+against that script's output on a synthetic file):
 
 * the patch-embedding kernel (C, 3, 14, 14) is resized to (C, 3, 16, 16):
   `--method bilinear` (default; what ViT-Adapter's converter does), `bicubic`,
@@ -12,8 +17,13 @@
   (37 x 37 for DINOv2, which ViT-Adapter reads as a 592 px patch-16 grid,
   `vit_pretrain_img_size = 592`), `same-pixels` keeps the pixel extent
   (round(grid * 14 / 16): 37 -> 32, i.e. 512 px), or an integer;
-* DINOv2's `mask_token` (pre-training only) is dropped; all other keys keep
-  their names, so the file still loads wherever the original did.
+* DINOv2's `mask_token` (pre-training only) is dropped;
+* layer-scale names become ViT-Adapter's (`ls1.gamma` -> `gamma1`,
+  `ls2.gamma` -> `gamma2`); `--keep-names` keeps DINOv2's names instead.
+
+The input is never written over; an existing output is replaced only with
+`--overwrite`, and the output is written atomically (a temporary file renamed
+into place). Errors are one line (`--debug` shows the traceback).
 
 The backbone loaders of this project accept either file (they resample what
 does not match the model), so converting is optional there; it makes the
@@ -33,6 +43,7 @@ from torch import Tensor
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models.dino.backbones.pretrained import read_checkpoint  # noqa: E402
+from util.checkpoint import save_checkpoint_files  # noqa: E402
 from models.dino.backbones.vit_common import resample_grid_embed, resample_kernel  # noqa: E402
 
 PATCH_KEYS = ("patch_embed.proj.weight", "patch_embed.projection.weight")
@@ -48,16 +59,27 @@ def _split_pos(pos: Tensor) -> Tuple[Optional[Tensor], Tensor]:
     raise ValueError(f"position embedding with {n} positions is not a (class token +) square grid")
 
 
+# ViT-Adapter's names for DINOv2's layer scales
+ADAPTER_NAMES = ((".ls1.gamma", ".gamma1"), (".ls2.gamma", ".gamma2"))
+
+
 def convert(state: Dict[str, Tensor], patch_size: int = 16, method: str = "bilinear",
-            pos_grid: str = "keep") -> Tuple[Dict[str, Tensor], Dict[str, str]]:
+            pos_grid: str = "keep", keep_names: bool = False) -> Tuple[Dict[str, Tensor], Dict[str, str]]:
     """The converted state dict and a {key: what was done} report."""
     out: Dict[str, Tensor] = {}
     report: Dict[str, str] = {}
     old_patch = None
+    renamed = 0
     for key, value in state.items():
-        if key == "mask_token":
+        if "mask_token" in key:
             report[key] = "dropped (pre-training only)"
             continue
+        if not keep_names:
+            new_key = key
+            for old, new in ADAPTER_NAMES:
+                new_key = new_key.replace(old, new)
+            renamed += new_key != key
+            key = new_key
         if key.endswith(PATCH_KEYS):
             old_patch = value.shape[-1]
             value = resample_kernel(value, patch_size, method)
@@ -80,7 +102,20 @@ def convert(state: Dict[str, Tensor], patch_size: int = 16, method: str = "bilin
         else:
             report[key] = f"grid {side}x{side} kept"
         out[key] = grid if cls is None else torch.cat([cls, grid], 1)
+    if renamed:
+        report["layer scale"] = f"{renamed} tensors renamed ls1.gamma / ls2.gamma -> gamma1 / gamma2 (ViT-Adapter)"
     return out, report
+
+
+def output_path(src: str, dst: Optional[str], patch_size: int, overwrite: bool) -> str:
+    """Where to write: `dst` or <input>_14to<patch>.<ext>; never the input, an existing file only with overwrite."""
+    root, ext = os.path.splitext(src)
+    dst = dst or f"{root}_14to{patch_size}{ext or '.pth'}"
+    if os.path.abspath(dst) == os.path.abspath(src) or (os.path.exists(dst) and os.path.samefile(dst, src)):
+        raise ValueError(f"output {dst} is the input file; choose another --output (the input is never overwritten)")
+    if os.path.exists(dst) and not overwrite:
+        raise ValueError(f"{dst} exists; pass --overwrite to replace it or choose another --output")
+    return dst
 
 
 def main(argv=None) -> int:
@@ -92,14 +127,24 @@ def main(argv=None) -> int:
                         help="patch kernel resampling (default: bilinear, as ViT-Adapter)")
     parser.add_argument("--pos-grid", default="keep",
                         help="'keep' (default), 'same-pixels', or the new grid side as an integer")
+    parser.add_argument("--keep-names", action="store_true",
+                        help="keep DINOv2's ls1.gamma / ls2.gamma (default: ViT-Adapter's gamma1 / gamma2)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     if args.pos_grid not in ("keep", "same-pixels") and not args.pos_grid.isdigit():
         parser.error("--pos-grid must be 'keep', 'same-pixels' or an integer")
-    state = read_checkpoint(args.checkpoint)
-    out, report = convert(state, args.patch_size, args.method, args.pos_grid)
-    root, ext = os.path.splitext(args.checkpoint)
-    dst = args.output or f"{root}_14to{args.patch_size}{ext or '.pth'}"
-    torch.save(out, dst)
+    try:
+        dst = output_path(args.checkpoint, args.output, args.patch_size, args.overwrite)
+        out, report = convert(read_checkpoint(args.checkpoint), args.patch_size, args.method, args.pos_grid,
+                              args.keep_names)
+        save_checkpoint_files(out, [dst])
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {args.checkpoint}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+              file=sys.stderr)
+        return 1
     for key, what in report.items():
         print(f"{key}: {what}")
     print(f"wrote {dst} ({len(out)} tensors)")

@@ -32,7 +32,9 @@ or its `_14to16` conversion), timm `vit_*_patch14_dinov2` state dicts.
 """
 from __future__ import annotations
 
+import logging
 import math
+import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -43,12 +45,16 @@ from torch.nn.init import constant_, trunc_normal_, xavier_uniform_
 
 from models.dino.ops.modules import MSDeformAttn
 
+from .pretrained import freeze_by_keywords, load_pretrained, pretrained_path
 from .registry import register_backbone
 from .vit_common import (WindowedViT, global_indexes_for_depth, load_and_freeze, pad_to_multiple,
-                         require_timm, split_into_groups, vit_option)
+                         remap_vit_checkpoint, require_timm, split_into_groups, vit_option)
+
+logger = logging.getLogger("dino.backbone")
 
 __all__ = ["RatioMSDeformAttn", "SpatialPriorModule", "InteractionBlock", "ViTAdapterBody", "ADAPTER_SPECS",
-           "build_vit_adapter", "build_dinov2_trunk"]
+           "DINOv2Trunk", "build_vit_adapter", "build_dinov2_trunk", "adapter_key", "remap_adapter_checkpoint",
+           "window_attention_padded_qkv"]
 
 Shapes = List[Tuple[int, int]]
 
@@ -335,7 +341,43 @@ ADAPTER_SPECS: Dict[str, dict] = {
 }
 
 
-def build_dinov2_trunk(args, spec: dict, depth: int, patch: Optional[int] = None) -> WindowedViT:
+def window_attention_padded_qkv(attn: nn.Module, x: Tensor, window: int) -> Tensor:
+    """Window attention of a timm ViT attention module, the grid padded *after* the qkv projection.
+
+    ViT-Adapter's `WindowedAttention` pads the projected q/k/v with zeros to
+    whole windows (padded keys: zero logits, padded values: zero), whereas
+    ViTDet pads the normed tokens before the projection (padded k/v = the
+    biases). The two differ in every window that overhangs the token grid;
+    this is the ViT-Adapter behaviour. x: (B, H, W, C) after the first norm.
+    """
+    B, H, W, C = x.shape
+    heads = attn.num_heads
+    qkv = attn.qkv(x)
+    ph, pw = (-H) % window, (-W) % window
+    if ph or pw:
+        qkv = F.pad(qkv, (0, 0, 0, pw, 0, ph))
+    nh, nw = (H + ph) // window, (W + pw) // window
+    qkv = qkv.view(B, nh, window, nw, window, 3, heads, C // heads)
+    q, k, v = qkv.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(3, B * nh * nw, heads, window * window, -1).unbind(0)
+    drop = attn.attn_drop.p if attn.training else 0.0
+    out = F.scaled_dot_product_attention(attn.q_norm(q), attn.k_norm(k), v, dropout_p=drop)
+    out = out.view(B, nh, nw, heads, window, window, -1).permute(0, 1, 4, 2, 5, 3, 6)
+    out = out.reshape(B, nh * window, nw * window, C)[:, :H, :W]
+    return attn.proj_drop(attn.proj(out))
+
+
+class DINOv2Trunk(WindowedViT):
+    """The DINOv2 trunk of ViT-Adapter: timm windowed ViT blocks whose window blocks pad as ViT-Adapter does."""
+
+    def _run_block(self, index: int, block: nn.Module, x: Tensor) -> Tensor:
+        window = self.window_sizes[index]
+        if not window:
+            return block(x)
+        x = x + block.drop_path1(block.ls1(window_attention_padded_qkv(block.attn, block.norm1(x), window)))
+        return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+
+
+def build_dinov2_trunk(args, spec: dict, depth: int, patch: Optional[int] = None) -> DINOv2Trunk:
     """The DINOv2 trunk of `spec` (layer scale, windows, packed SwiGLU for g) as configured by `args`."""
     patch = int(patch or vit_option(args, "vit_patch_size", 16))
     window = int(vit_option(args, "vit_window_size", 14))
@@ -347,12 +389,93 @@ def build_dinov2_trunk(args, spec: dict, depth: int, patch: Optional[int] = None
         mlp = dict(mlp_ratio=2 * 4096 / spec["embed_dim"], mlp_layer=SwiGLUPacked, act_layer=nn.SiLU)
     else:
         mlp = dict(mlp_ratio=4.0)
-    return WindowedViT(
+    return DINOv2Trunk(
         embed_dim=spec["embed_dim"], depth=depth, num_heads=spec["num_heads"], qkv_bias=True, patch_size=patch,
         pretrain_grid=int(vit_option(args, "vit_pretrain_img_size", 592)) // patch,
         window_sizes=[0 if (i in global_attn or window <= 0) else window for i in range(depth)],
         drop_path_rate=float(vit_option(args, "vit_drop_path_rate", spec["drop_path"])), init_values=1.0,
         use_checkpoint=bool(getattr(args, "use_checkpoint", False)), **mlp)
+
+
+# ViT-Adapter's names for the adapter parts (their ViTAdapter module) -> this body's names
+_ADAPTER_ROOTS = ("level_embed", "spm", "interactions", "up", "norms")
+_WRAPPERS = ("backbone.0.", "backbone.", "")
+
+
+def adapter_key(key: str) -> Optional[str]:
+    """This body's name for an adapter tensor of a checkpoint, or None if `key` is not one.
+
+    Reads the authors' detection checkpoints (`backbone.spm.*`, `backbone.interactions.N.*`,
+    `backbone.norm1`..`norm4` -> `norms.0`..`3`, `ffn.dwconv.dwconv` -> `ffn.dwconv`), a bare
+    ViTAdapter state dict, and this project's DINO checkpoints (`backbone.0.*`).
+    """
+    rest = next(key[len(w):] for w in _WRAPPERS if key.startswith(w))
+    m = re.match(r"^norm([1-4])\.(.+)$", rest)
+    if m:
+        rest = f"norms.{int(m.group(1)) - 1}.{m.group(2)}"
+    rest = rest.replace(".ffn.dwconv.dwconv.", ".ffn.dwconv.")
+    return rest if rest.split(".", 1)[0] in _ADAPTER_ROOTS else None
+
+
+def remap_adapter_checkpoint(state: Dict[str, Tensor], body: "ViTAdapterBody",
+                             patch_resample: str = "bilinear") -> Dict[str, Tensor]:
+    """A checkpoint in any published layout keyed as `body`'s state dict.
+
+    The trunk goes through `remap_vit_checkpoint` (DINOv2 release files at
+    patch 14 or converted to 16, ViT-Adapter's `gamma1/gamma2` names, chunked
+    blocks, `backbone.` prefixes); the adapter parts of a ViT-Adapter
+    detection checkpoint (or of this project's DINO checkpoints) are renamed by
+    `adapter_key`. Adapter tensors for maps this body does not return (the
+    stride-4 branch without level 0) are dropped with a log line; anything
+    else that finds no place stays under its own name, so it is reported
+    unexpected.
+    """
+    from timm.layers import GluMlp
+    packed = isinstance(body.net.blocks[0].mlp, GluMlp)  # DINOv2-g: w12 / w3 -> packed fc1 / fc2
+    out = remap_vit_checkpoint(state, body.net, "net.", patch_resample=patch_resample, swiglu_packed=packed)
+    own = body.state_dict()
+    stride4_only = () if 0 in body.levels else ("spm.fc1.", "up.", "norms.0.")
+    placed: Dict[str, Tensor] = {}
+    unused: List[str] = []
+    for key, value in state.items():
+        name = adapter_key(key)
+        if name is None or name not in own and not name.startswith(stride4_only):
+            continue  # not an adapter tensor, or one that stays under its own name (reported unexpected)
+        out.pop(key, None)  # a leftover of the trunk remap
+        if name in own:
+            placed[name] = value
+        else:
+            unused.append(key)
+    if placed:
+        logger.info("loading %d ViT-Adapter tensors (spatial prior module, interactions, output norms)", len(placed))
+    if unused:
+        logger.info("%d adapter tensors belong to the stride-4 map, which return_interm_indices=%s does not "
+                    "include: %s", len(unused), body.levels, ", ".join(unused[:3]) + (" ..." if len(unused) > 3 else ""))
+    out.update(placed)
+    return out
+
+
+def checkpoint_path(args) -> Optional[str]:
+    """`pretrained_backbone_path`, else `backbone_checkpoint`, else `backbone_dir` + the DINOv2 file name."""
+    for key in ("pretrained_backbone_path", "backbone_checkpoint"):
+        if getattr(args, key, None):
+            return getattr(args, key)
+    return pretrained_path(args, {k: v["file"] for k, v in ADAPTER_SPECS.items()})
+
+
+def load_adapter_weights(body: "ViTAdapterBody", args, swiglu_packed: bool) -> None:
+    """Load the configured file (DINOv2 release / converted, or a ViT-Adapter detector) and apply freezing."""
+    path = checkpoint_path(args)
+    if path is None:  # nothing local: the shared path (marks the body as wanting weights, freezing)
+        load_and_freeze(body, body.net, args, {k: v["file"] for k, v in ADAPTER_SPECS.items()},
+                        patch_resample="bilinear", swiglu_packed=swiglu_packed)
+        return
+    mode = vit_option(args, "vit_patch_resample", "bilinear")
+    load_pretrained(body, path, lambda state, module: remap_adapter_checkpoint(state, module, mode),
+                    what=args.backbone)
+    if bool(vit_option(args, "vit_freeze_patch_embed", False)):
+        body.net.patch_embed.requires_grad_(False)
+    freeze_by_keywords(body, getattr(args, "backbone_freeze_keywords", None))
 
 
 @register_backbone(*ADAPTER_SPECS)
@@ -373,6 +496,5 @@ def build_vit_adapter(args) -> nn.Module:
         init_values=float(vit_option(args, "vit_adapter_init_values", 0.0)),
         norm=str(vit_option(args, "vit_adapter_norm", "SyncBN")),
         use_checkpoint=bool(getattr(args, "use_checkpoint", False)))
-    load_and_freeze(body, net, args, {k: v["file"] for k, v in ADAPTER_SPECS.items()}, patch_resample="bilinear",
-                    swiglu_packed=spec["ffn"] == "swiglu")
+    load_adapter_weights(body, args, swiglu_packed=spec["ffn"] == "swiglu")
     return body
