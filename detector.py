@@ -17,38 +17,18 @@ so a Detector gives the detections `main.py --eval` scores for the same image.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from PIL import Image
 
+from util.detections import Detections
 from util.slconfig import ConfigError
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 
 __all__ = ["Detector", "Detections", "to_pil_image"]
-
-
-@dataclass
-class Detections:
-    """Detections of one image: boxes xyxy in pixels of that image, sorted by score."""
-    boxes: np.ndarray                      # float32 [N, 4]
-    scores: np.ndarray                     # float32 [N]
-    labels: np.ndarray                     # int64 [N]: the dataset's category ids
-    names: List[str] = field(default_factory=list)
-    image_size: tuple = (0, 0)             # (height, width)
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    def to_dict(self) -> Dict[str, Any]:
-        """Plain lists, rounded, for JSON."""
-        return {"boxes": [[round(float(v), 2) for v in b] for b in self.boxes],
-                "scores": [round(float(s), 4) for s in self.scores],
-                "labels": [int(v) for v in self.labels], "names": list(self.names),
-                "height": int(self.image_size[0]), "width": int(self.image_size[1])}
 
 
 def to_pil_image(image: ImageInput) -> Image.Image:

@@ -35,7 +35,7 @@ def tiny_checkpoint(tmp_path_factory):
     from helpers import tiny_args
     from main import build_model_main
     torch.manual_seed(0)
-    args = tiny_args("data_aug_scales=[64]", "data_aug_max_size=96")
+    args = tiny_args("data_aug_scales=[96]", "data_aug_max_size=128")
     args.category_names = {1: "circle", 2: "square", 3: "triangle", 4: "star"}
     model, _, _ = build_model_main(args)
     path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pth"
@@ -231,3 +231,43 @@ def test_help_examples_run_as_written_on_the_demo_layout(tmp_path, monkeypatch):
     for argv in examples:
         assert inf.run_cli(argv + ["--quiet"]) == 0, argv
     assert (tmp_path / "demo_output" / "inference" / "detections.json").is_file()
+
+
+def test_onnx_runs_without_torch_and_matches_pytorch(tmp_path, tiny_checkpoint):
+    """--onnx: the same pictures and json through ONNX Runtime, with torch not importable at all."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from tools import export_onnx
+    onnx_path = tmp_path / "tiny.onnx"
+    saved = torch.load(tiny_checkpoint, weights_only=False)
+    options = [f"{k}={v}" for k, v in (("hidden_dim", 32), ("dim_feedforward", 64), ("enc_layers", 1),
+                                        ("dec_layers", 2), ("num_queries", 20), ("dn_number", 3), ("nheads", 2),
+                                        ("enc_n_points", 2), ("dec_n_points", 2), ("num_classes", 5),
+                                        ("dn_labelbook_size", 5), ("backbone", "resnet18"),
+                                        ("data_aug_scales", "[96]"), ("data_aug_max_size", 128))]
+    assert saved["args"].hidden_dim == 32
+    code = export_onnx.main(["-c", os.path.join(REPO, "config/DINO/DINO_4scale.py"), "--checkpoint",
+                             str(tiny_checkpoint), "--output", str(onnx_path), "--no-check", "--options", *options])
+    assert code == 0 and onnx_path.is_file()
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _image(photos / "a.jpg", 90, 70, (200, 30, 30))
+    _image(photos / "b.png", 72, 96, (10, 120, 220))
+    before = _digest(photos)
+    script = ("import sys; sys.modules['torch'] = None; sys.path.insert(0, sys.argv[1]); "
+              "from tools import inference; sys.exit(inference.run_cli(sys.argv[2:]))")
+    proc = subprocess.run([sys.executable, "-c", script, REPO, "--onnx", str(onnx_path), "--images", str(photos),
+                           "--output_dir", str(tmp_path / "onnx_out"), "--threshold", "0", "--topk", "40", "--quiet"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert _digest(photos) == before
+    inf.main(["--checkpoint", str(tiny_checkpoint), "--images", str(photos), "--output_dir",
+              str(tmp_path / "torch_out"), "--threshold", "0", "--topk", "10", "--device", "cpu", "--quiet"])
+    onnx_dets = json.loads((tmp_path / "onnx_out" / "detections.json").read_text())["detections"]
+    torch_dets = json.loads((tmp_path / "torch_out" / "detections.json").read_text())["detections"]
+    assert sorted(os.listdir(tmp_path / "onnx_out")) == ["a_jpg.png", "b_png.png", "detections.json"]
+    for a, b in zip(onnx_dets, torch_dets):  # every PyTorch detection is among ONNX Runtime's (near-ties reorder)
+        assert len(b["scores"]) == 10
+        for label, score, box in zip(b["labels"], b["scores"], b["boxes"]):
+            assert any(label == l2 and abs(score - s2) < 2e-3 and np.abs(np.subtract(box, b2)).max() < 0.1
+                       for l2, s2, b2 in zip(a["labels"], a["scores"], a["boxes"])), (label, score, box)

@@ -96,7 +96,6 @@ def plan_outputs(inputs: Sequence[str], output_dir: str, overwrite: bool) -> Dic
 
 def write_json_atomic(path: str, payload: Dict[str, Any]) -> None:
     """Write `payload` atomically: settings indented, one line per entry of its lists."""
-    from util.checkpoint import atomic_write_text
     lines = []
     for key, value in payload.items():
         if isinstance(value, list):
@@ -104,7 +103,16 @@ def write_json_atomic(path: str, payload: Dict[str, Any]) -> None:
             lines.append(f" {json.dumps(key)}: [" + (f"\n{body}\n ]" if body else "]"))
         else:
             lines.append(f" {json.dumps(key)}: {json.dumps(value)}")
-    atomic_write_text(path, "{\n" + ",\n".join(lines) + "\n}\n")
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("{\n" + ",\n".join(lines) + "\n}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def save_picture_atomic(picture, path: str) -> None:
@@ -119,12 +127,25 @@ def save_picture_atomic(picture, path: str) -> None:
 
 
 # --------------------------------------------------------------------------- running
+def load_image(path: str, torch_free: bool):
+    """The image as RGB, upright (EXIF); through the dataset's reader (16-bit, palette, ...)
+    unless the run must not import torch (--onnx)."""
+    if not torch_free:
+        from datasets.image_io import load_image as dataset_load_image
+        return dataset_load_image(path)
+    from PIL import Image, ImageOps
+    try:
+        with Image.open(path) as im:
+            return ImageOps.exif_transpose(im).convert("RGB")
+    except Exception as exc:  # noqa: BLE001 - PIL's many ways of refusing a file
+        raise OSError(f"{path} cannot be decoded ({type(exc).__name__}: {exc})") from None
+
+
 def detect_image(detector, path: str, out_path: Optional[str], opts) -> Dict[str, Any]:
     """Detections of one image file (+ its annotated picture when `out_path`)."""
-    from datasets.image_io import load_image
     from util.visualizer import draw_detections
 
-    image = load_image(path)
+    image = load_image(path, torch_free=bool(opts.onnx))
     result = detector(image, threshold=opts.threshold, topk=opts.topk, nms=opts.nms or None)
     entry = {"file": os.path.abspath(path), "output": None, **result.to_dict()}
     if out_path:
@@ -145,16 +166,16 @@ def detect_video(detector, path: str, out_path: Optional[str], opts) -> Dict[str
 
 def run(detector, inputs: Sequence[str], outputs: Dict[str, str], opts) -> Tuple[List[dict], List[dict]]:
     """Process every input; an unreadable one is reported, skipped and listed."""
-    from datasets.validation import DatasetError
     from tqdm import tqdm
 
+    unreadable = (OSError, ValueError) + _loaded_error_classes(("datasets.validation", "DatasetError"))
     done, skipped = [], []
     for path in tqdm(inputs, desc="inference", unit="file", disable=opts.quiet or len(inputs) < 2):
         out_path = None if opts.no_images else outputs[path]
         try:
             work = detect_video if is_video(path) else detect_image
             done.append(work(detector, path, out_path, opts))
-        except (DatasetError, OSError, ValueError) as exc:
+        except unreadable as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             reason = reason.split(". Replace the file")[0]  # the dataset's advice is about annotation files
             print(f"warning: skipped {path}: {reason}", file=sys.stderr)
@@ -182,10 +203,43 @@ def build_onnx_detector(opts):
         from deploy.onnx_detector import OnnxDetector
     except ImportError as exc:
         raise ToolError(f"--onnx needs onnxruntime (pip install -r requirements-export.txt): {exc}") from None
-    detector = OnnxDetector(opts.onnx)
+    if not os.path.isfile(opts.onnx):
+        raise ToolError(f"--onnx {opts.onnx}: no such file")
+    try:
+        detector = OnnxRuntimeDetector(OnnxDetector(opts.onnx))
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's load errors
+        raise ToolError(f"--onnx {opts.onnx}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from None
     if opts.category_names:
         detector.category_names = load_category_names(opts.category_names)
     return detector
+
+
+class OnnxRuntimeDetector:
+    """deploy.onnx_detector.OnnxDetector behind the Detector's call: the same threshold,
+    top-k and per-class NMS, results as util.detections.Detections (numpy only)."""
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+        self.category_names: Dict[int, str] = dict(runtime.category_names)
+
+    def __call__(self, image, threshold: float = 0.3, topk: Optional[int] = None, nms: Optional[float] = None):
+        import numpy as np
+        from deploy.onnx_detector import nms as class_agnostic_nms
+        from util.detections import Detections
+
+        [raw] = self.runtime(image, threshold=threshold, nms=-1.0)
+        boxes, scores, labels = raw["boxes"], raw["scores"], raw["labels"]
+        w, h = image.size
+        boxes = np.clip(boxes, 0, [w, h, w, h]).astype(np.float32)
+        if nms and len(scores):
+            keep = np.concatenate([np.flatnonzero(labels == c)[class_agnostic_nms(boxes[labels == c],
+                                                                                   scores[labels == c], nms)]
+                                   for c in np.unique(labels)])
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        order = np.argsort(-scores, kind="stable")[: topk if topk is not None else None]
+        labels = labels[order].astype(np.int64)
+        names = [self.category_names.get(int(c), str(int(c))) for c in labels]
+        return Detections(boxes[order], scores[order].astype(np.float32), labels, names, (h, w))
 
 
 def load_category_names(coco_json: str) -> Dict[int, str]:
@@ -251,30 +305,38 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     return done
 
 
+def _loaded_error_classes(*places: Tuple[str, str]) -> tuple:
+    """The error classes of modules this run has imported (importing none, so an --onnx run
+    never pulls in torch just to name the errors it cannot raise)."""
+    found = []
+    for module, name in places:
+        if module in sys.modules and hasattr(sys.modules[module], name):
+            found.append(getattr(sys.modules[module], name))
+    return tuple(found)
+
+
+PEOPLE_ERRORS = (("util.slconfig", "ConfigError"), ("util.checkpoint", "CheckpointError"),
+                 ("models.dino.config_checks", "UnsupportedConfigError"), ("datasets.validation", "DatasetError"))
+
+
 def run_cli(argv: Optional[Sequence[str]] = None) -> int:
     """main() with the errors meant for people turned into one line and an exit status."""
-    from datasets.validation import DatasetError
-    from models.dino.config_checks import UnsupportedConfigError
-    from util.checkpoint import CheckpointError
-    from util.slconfig import ConfigError
-
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
         main(argv)
-    except (ToolError, ConfigError, CheckpointError, UnsupportedConfigError, DatasetError) as exc:
+    except Exception as exc:  # noqa: BLE001 - every error ends in one line (a traceback with --debug)
         if debug:
             raise
-        print(f"error: {str(exc).strip()}", file=sys.stderr)
-        return 2
+        message = str(exc).strip()
+        if isinstance(exc, (ToolError,) + _loaded_error_classes(*PEOPLE_ERRORS)):
+            print(f"error: {message}", file=sys.stderr)
+            return 2
+        first = message.splitlines()[0] if message else ""
+        print(f"error: {type(exc).__name__}: {first} (run again with --debug for the traceback)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - anything else still gets one line
-        if debug:
-            raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"error: {type(exc).__name__}: {first} (run again with --debug for the traceback)", file=sys.stderr)
-        return 1
     return 0
 
 
