@@ -36,7 +36,7 @@ def to_pil_image(image: ImageInput) -> Image.Image:
     uint8 or float in [0, 1]) or a 3xHxW tensor (RGB, uint8 or float in [0, 1])."""
     if isinstance(image, (str, os.PathLike)):
         from datasets.image_io import load_image
-        return load_image(str(image))
+        return load_image(str(image), exif_transpose="always")  # upright, as a photo viewer shows it
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     if isinstance(image, torch.Tensor):

@@ -271,3 +271,20 @@ def test_onnx_runs_without_torch_and_matches_pytorch(tmp_path, tiny_checkpoint):
         for label, score, box in zip(b["labels"], b["scores"], b["boxes"]):
             assert any(label == l2 and abs(score - s2) < 2e-3 and np.abs(np.subtract(box, b2)).max() < 0.1
                        for l2, s2, b2 in zip(a["labels"], a["scores"], a["boxes"])), (label, score, box)
+
+
+def test_photos_are_read_upright(tmp_path, tiny_checkpoint):
+    """A camera JPEG stored sideways with an EXIF orientation is detected and drawn upright."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    image = Image.new("RGB", (120, 96), (120, 60, 30))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    image.save(photos / "IMG_0001.JPG", exif=exif)
+    out = tmp_path / "out"
+    inf.main(["--checkpoint", str(tiny_checkpoint), "--images", str(photos), "--output_dir", str(out),
+              "--threshold", "0", "--device", "cpu", "--quiet"])
+    with Image.open(out / "IMG_0001_jpg.png") as drawn:
+        assert drawn.size == (96, 120)
+    det = json.loads((out / "detections.json").read_text())["detections"][0]
+    assert (det["width"], det["height"]) == (96, 120)

@@ -132,7 +132,7 @@ def load_image(path: str, torch_free: bool):
     unless the run must not import torch (--onnx)."""
     if not torch_free:
         from datasets.image_io import load_image as dataset_load_image
-        return dataset_load_image(path)
+        return dataset_load_image(path, exif_transpose="always")  # photos upright, as a viewer shows them
     from PIL import Image, ImageOps
     try:
         with Image.open(path) as im:
