@@ -5,9 +5,20 @@
     python tools/benchmark_model.py -c config/DINO/DINO_4scale.py --images 2 --train --iters 3
     python tools/benchmark_model.py -c config/DINO/DINO_4scale.py --options enc_layers=3 --device cpu
 
+    python tools/benchmark_model.py -c config/DINO/DINO_4scale.py --device cpu --amp --image_size 800 1216
+    python tools/benchmark_model.py -c config/DINO/DINO_4scale.py --device cuda --train --amp --amp_dtype bfloat16
+    python tools/benchmark_model.py -c config/DINO/DINO_4scale.py --compare_pytorch_path --skip_flops
+
 Inference mode (default) times model.eval() forward passes under torch.no_grad;
---train times a training step (forward with denoising queries, loss, backward)
-on random boxes. Images are random CHW tensors of --image_size; the model
+--train times a training step (forward with denoising queries, loss, backward,
+gradient clipping and the fused AdamW step of main.py) on random boxes and
+fails (exit 1) if the loss is not finite. --amp runs as main.py --amp does
+(util/precision.py): float16 autocast on CUDA (with a GradScaler when training;
+--amp_dtype bfloat16 for bfloat16), bfloat16 autocast on a CPU with AMX-BF16 /
+AVX512-BF16, float32 on other CPUs (said so). A ResNet backbone on the CPU runs
+in channels_last as in main.py (--channels_last off to compare).
+--compare_pytorch_path times the PyTorch path of the deformable attention too,
+interleaved run by run with the compiled op, and prints the ratio. Images are random CHW tensors of --image_size; the model
 pads them into a batch as it does real images. Timings are the median of
 --iters runs after --warmup runs.
 
@@ -22,6 +33,7 @@ above the level before them).
 """
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -47,6 +59,12 @@ def parse_args(argv=None):
     parser.add_argument("--boxes", type=int, default=10, help="objects per image for --train")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--skip_flops", action="store_true", help="do not count FLOPs")
+    parser.add_argument("--amp_dtype", choices=["float16", "bfloat16"], default=None,
+                        help="with --amp on CUDA: the autocast dtype (default float16)")
+    parser.add_argument("--channels_last", choices=["auto", "off"], default="auto",
+                        help="auto: channels_last for a ResNet backbone on the CPU, as main.py; off: never")
+    parser.add_argument("--compare_pytorch_path", action="store_true",
+                        help="also time the PyTorch path of the deformable attention (interleaved) and print the ratio")
     return parser.parse_args(argv)
 
 
@@ -128,6 +146,101 @@ def msda_flops(model):
     return total, handles
 
 
+def autocast_for(args, device):
+    """The autocast context of a run (see the module doc)."""
+    from util.precision import autocast_context
+
+    if args.amp and device.type == "cuda" and args.amp_dtype:
+        return torch.autocast("cuda", dtype=getattr(torch, args.amp_dtype))
+    return autocast_context(device, args.amp)
+
+
+def precision_label(args, device) -> str:
+    from util.precision import autocast_dtype
+
+    dtype = (getattr(torch, args.amp_dtype) if args.amp and device.type == "cuda" and args.amp_dtype
+             else autocast_dtype(device, args.amp))
+    return f"{str(dtype).replace('torch.', '')} autocast" if dtype is not None else "float32"
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def make_step(args, model, criterion, images, targets, device):
+    """One timed unit: inference (eval, no_grad) or a training step with the optimizer."""
+    from engine import make_grad_scaler
+    from util.get_param_dicts import build_optimizer
+
+    optimizer = build_optimizer(args, model) if args.train else None
+    use_fp16_scaler = args.amp and device.type == "cuda" and args.amp_dtype in (None, "float16")
+    scaler = make_grad_scaler(device, use_fp16_scaler)
+    losses_seen = []
+
+    def step():
+        if args.train:
+            model.train()
+            with autocast_for(args, device):
+                out = model(images, targets)
+                losses = criterion(out, targets)
+            weights = criterion.weight_dict
+            loss = sum(losses[k].float() * weights[k] for k in losses if k in weights)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise NonFiniteLoss(f"the training loss is {value} at step {len(losses_seen) + 1}")
+            losses_seen.append(value)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if args.clip_max_norm > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_max_norm)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            model.eval()
+            with torch.no_grad(), autocast_for(args, device):
+                model(images)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return step, losses_seen
+
+
+def count_flops(model, step):
+    """(FlopCounterMode FLOPs, analytic deformable-sampling FLOPs) of one step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    msda_total, handles = msda_flops(model)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    for h in handles:
+        h.remove()
+    return counter.get_total_flops(), msda_total[0]
+
+
+def time_paths(step, paths, warmup, iters):
+    """Median step time per deformable-attention path, the paths interleaved run by run."""
+    from models.dino.ops._ext import ENV_VAR
+
+    saved = os.environ.get(ENV_VAR)
+    times = {p: [] for p in paths}
+    try:
+        for i in range(warmup + iters):
+            for p in paths:
+                os.environ[ENV_VAR] = p
+                t0 = time.perf_counter()
+                step()
+                if i >= warmup:
+                    times[p].append(time.perf_counter() - t0)
+    finally:
+        if saved is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = saved
+    return times
+
+
 def main(argv=None):
     args = merge_config(parse_args(argv))
     if args.threads:
@@ -137,10 +250,13 @@ def main(argv=None):
 
     from main import build_model_main
     from models.dino.ops import backend
+    from util.precision import cpu_bf16_support, use_channels_last
 
     model, criterion, _ = build_model_main(args)
     model.to(device)
     criterion.to(device) if hasattr(criterion, "to") else None
+    layout = "channels_last backbone" if args.channels_last == "auto" and use_channels_last(model, device) \
+        else "contiguous"
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -148,61 +264,43 @@ def main(argv=None):
     g = torch.Generator().manual_seed(args.seed)
     images = [torch.randn(3, H, W, generator=g).to(device) for _ in range(args.images)]
     targets = make_targets(args.images, args.boxes, args.num_classes, device)
+    step, losses = make_step(args, model, criterion, images, targets, device)
 
-    def step():
-        if args.train:
-            model.train()
-            out = model(images, targets)
-            losses = criterion(out, targets)
-            weights = criterion.weight_dict
-            loss = sum(losses[k] * weights[k] for k in losses if k in weights)
-            model.zero_grad(set_to_none=True)
-            loss.backward()
-        else:
-            model.eval()
-            with torch.no_grad():
-                model(images)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    # FLOPs (one run, before timing)
     flops = msda = None
     if not args.skip_flops:
-        from torch.utils.flop_counter import FlopCounterMode
-
-        msda_total, handles = msda_flops(model)
-        counter = FlopCounterMode(display=False)
-        with counter:
-            step()
-        for h in handles:
-            h.remove()
-        flops, msda = counter.get_total_flops(), msda_total[0]
-
-    for _ in range(args.warmup):
-        step()
+        flops, msda = count_flops(model, step)
+    paths = [backend(device)]
+    if args.compare_pytorch_path and paths[0] != "pytorch":
+        paths.append("pytorch")
+    env_names = {"compiled-cpu": "compiled", "compiled-cuda": "compiled", "pytorch": "pytorch"}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
     with PeakRSS() as rss:
-        for _ in range(args.iters):
-            t0 = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t0)
-    t = statistics.median(times)
+        times = time_paths(step, [env_names[p] for p in paths], args.warmup, args.iters)
+    t = statistics.median(times[env_names[paths[0]]])
 
-    mode = "train step (forward + loss + backward)" if args.train else "inference (eval, no_grad)"
+    mode = ("train step (forward + loss + backward + AdamW)" if args.train else "inference (eval, no_grad)")
     print(f"config        {args.config_file} {' '.join(f'{k}={v}' for k, v in (args.options or {}).items())}")
     print(f"device        {device} ({torch.get_num_threads()} threads), torch {torch.__version__}")
-    print(f"deform. attn  {backend(device)}")
+    if device.type == "cpu":
+        print(f"cpu bfloat16  {cpu_bf16_support().describe()}")
+    print(f"precision     {precision_label(args, device)}, {layout}")
+    print(f"deform. attn  {paths[0]}")
     print(f"mode          {mode}")
     print(f"input         {args.images} x 3 x {H} x {W}")
     print(f"parameters    {n_params / 1e6:.2f} M ({n_trainable / 1e6:.2f} M trainable)")
     if flops is not None:
         print(f"FLOPs         {flops / 1e9:.1f} GFLOPs per batch (FlopCounterMode) "
               f"+ {msda / 1e9:.2f} GFLOPs deformable sampling (analytic, forward)")
+    own = times[env_names[paths[0]]]
     print(f"time          {t * 1e3:.0f} ms per batch (median of {args.iters}: "
-          f"{', '.join(f'{x * 1e3:.0f}' for x in times)} ms)")
+          f"{', '.join(f'{x * 1e3:.0f}' for x in own)} ms)")
     print(f"throughput    {args.images / t:.2f} images/s")
+    if args.train:
+        print(f"loss          {', '.join(f'{x:.3f}' for x in losses[-args.iters:])} (last steps)")
+    if len(paths) > 1:
+        t_pt = statistics.median(times["pytorch"])
+        print(f"pytorch path  {t_pt * 1e3:.0f} ms per batch: the {paths[0]} op is {t_pt / t:.2f}x faster end to end")
     if device.type == "cuda":
         print(f"peak memory   {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB allocated (CUDA)")
     else:
@@ -210,5 +308,14 @@ def main(argv=None):
               f"during the timed runs)")
 
 
+def cli(argv=None) -> int:
+    try:
+        main(argv)
+    except NonFiniteLoss as exc:
+        print(f"benchmark_model: {exc}: the model diverged under this precision", file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""Benchmark the multi-scale deformable attention op: compiled CPU kernel vs
-the PyTorch (grid_sample) path, forward and backward, at DINO-R50 4-scale
-sizes for an 800x1333 image.
+"""Benchmark the multi-scale deformable attention op: compiled kernel (CPU, or
+CUDA with --device cuda) vs the PyTorch (grid_sample) path, forward and
+backward, at DINO-R50 4-scale sizes for an 800x1333 image.
 
     python tools/benchmark_msda.py                 # encoder + decoder, batch 1 and 2
     python tools/benchmark_msda.py --batch 1 --cases encoder --repeats 5
+    python tools/benchmark_msda.py --device cuda --repeats 20
 
 Both paths run in the same process on the same inputs, interleaved run by run
 (so that both see the same machine load); each timing is the median of
@@ -63,7 +64,9 @@ def make_inputs(case, batch, dtype, uniform, seed=0):
 
 def timed(fn):
     t0 = time.perf_counter()
-    fn()
+    out = fn()
+    if isinstance(out, torch.Tensor) and out.is_cuda or isinstance(out, tuple) and out[0].is_cuda:
+        torch.cuda.synchronize()
     return time.perf_counter() - t0
 
 
@@ -83,7 +86,7 @@ def make_runners(path, inputs):
 
     leaves = [t.detach().requires_grad_() for t in (value, loc, attn)]
     out = run(*leaves)
-    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype).to(out.device)
 
     def backward():
         return torch.autograd.grad(out, leaves, grad_out, retain_graph=True)
@@ -117,6 +120,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="cuda: the CUDA kernel (extension built with CUDA) vs the PyTorch path on the GPU")
     parser.add_argument("--uniform", action="store_true",
                         help="uniformly random sampling locations (worst-case memory access)")
     parser.add_argument("--compiled-only", action="store_true", help="skip the PyTorch path")
@@ -131,11 +136,15 @@ def main():
                  + "\nbuild it with: pip install --no-build-isolation ./models/dino/ops")
     dtype = getattr(torch, args.dtype)
     ext = _ext.get_extension()
+    if args.device == "cuda" and not (torch.cuda.is_available() and ext.with_cuda()):
+        sys.exit("--device cuda needs a visible GPU and the extension built with CUDA "
+                 "(cd models/dino/ops && FORCE_CUDA=1 python setup.py build_ext --inplace)")
     if args.isa:
         ext.set_cpu_isa(args.isa)
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.dtype}, "
-          f"extension {ext.__file__} (CPU kernels: {ext.cpu_isa()})")
+    where = (f"GPU {torch.cuda.get_device_name()}" if args.device == "cuda"
+             else f"{torch.get_num_threads()} threads, CPU kernels: {ext.cpu_isa()}")
+    print(f"torch {torch.__version__}, {args.dtype}, extension {ext.__file__} ({where})")
     print(f"levels {LEVELS}, heads {HEADS}, head dim {HEAD_DIM}, points {POINTS}, "
           f"locations {'uniform' if args.uniform else 'reference + few-pixel offsets'}, "
           f"median of {args.repeats} after {args.warmup} warm-up")
@@ -145,7 +154,7 @@ def main():
     print("-" * len(header))
     for case in args.cases:
         for batch in args.batch:
-            inputs = make_inputs(case, batch, dtype, args.uniform)
+            inputs = [t.to(args.device) for t in make_inputs(case, batch, dtype, args.uniform)]
             Lq = inputs[3].shape[1]
             paths = ["compiled"] if args.compiled_only else ["compiled", "pytorch"]
             times, outs = bench(inputs, paths, args.warmup, args.repeats)

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# GPU checks, on a machine with an NVIDIA GPU (one is enough); one summary line per check,
+# exit status 1 if any check fails, 2 if there is no GPU to check on.
+#   1. build the deformable-attention op with its CUDA kernels (in place, as build_ext --inplace)
+#   2. its CUDA tests: CUDA kernel vs the CPU kernel and the PyTorch path, gradcheck, input checks
+#   3. DINO-R50-4scale training steps (forward, loss, backward, fused AdamW) with float16 AMP
+#      (GradScaler) and with bfloat16 autocast: the loss must stay finite
+#   4. the tiny training pipeline (1 epoch + COCO eval) under a 1-GPU torchrun (NCCL)
+#   5. benchmarks: the op (CUDA kernel vs PyTorch path) and the whole model (both paths)
+#
+#   bash scripts/check_gpu.sh                  # logs in check_gpu_logs/ (or CHECK_GPU_LOGS=dir)
+#   PY=python TORCH_CUDA_ARCH_LIST="9.0" bash scripts/check_gpu.sh
+# Needs the project's Python environment (.venv, scripts/setup_env.sh) with a CUDA build of torch
+# and the CUDA toolkit (nvcc) matching its major version. Takes ~5-10 min on one modern GPU.
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 2
+PY="${PY:-.venv/bin/python}"
+if [[ "$PY" == */* && -d "$(dirname "$PY")" ]]; then PY="$(cd "$(dirname "$PY")" 2>/dev/null && pwd)/$(basename "$PY")"; fi
+LOGS="${CHECK_GPU_LOGS:-check_gpu_logs}"
+R50=config/DINO/DINO_4scale.py
+TINY=(backbone=resnet18 "return_interm_indices=[0,1]" hidden_dim=32 dim_feedforward=64 enc_layers=1
+      dec_layers=2 num_queries=20 dn_number=3 nheads=2 enc_n_points=2 dec_n_points=2 num_classes=4
+      dn_labelbook_size=4 batch_size=2 "data_aug_scales=[64]" data_aug_max_size=96
+      "data_aug_scales2_resize=[64]" "data_aug_scales2_crop=[48,64]" backbone_pretrained=False)
+
+if [ ! -x "$PY" ] && ! command -v "$PY" >/dev/null 2>&1; then
+    echo "check_gpu: no Python at $PY: run scripts/setup_env.sh first or set PY=..." >&2
+    exit 2
+fi
+gpu=$("$PY" -c 'import torch
+if torch.version.cuda is None:
+    print("NONE torch " + torch.__version__ + " is a CPU-only build")
+elif not torch.cuda.is_available():
+    print("NONE torch.cuda.is_available() is False (torch " + torch.__version__ + ", CUDA " + torch.version.cuda + ")")
+else:
+    print("OK " + torch.cuda.get_device_name(0) + ", torch " + torch.__version__ + ", CUDA " + torch.version.cuda)' 2>&1)
+if [ "${gpu%% *}" != "OK" ]; then
+    echo "check_gpu: no CUDA GPU on this machine (${gpu#NONE }): nothing was checked." >&2
+    echo "check_gpu: run scripts/check_gpu.sh on a machine with an NVIDIA GPU and its driver." >&2
+    exit 2
+fi
+mkdir -p "$LOGS"
+echo "check_gpu: ${gpu#OK }; logs in $LOGS/"
+
+failures=0
+summary=()
+# check NAME LOGFILE COMMAND...: runs COMMAND, records PASS/FAIL and the log's last line
+check() {
+    local name=$1 log="$LOGS/$2"
+    shift 2
+    local t0=$SECONDS
+    if "$@" >"$log" 2>&1; then
+        summary+=("PASS  $name ($((SECONDS - t0)) s): $(grep -v '^\s*$' "$log" | tail -n 1 | cut -c1-150)")
+    else
+        failures=$((failures + 1))
+        summary+=("FAIL  $name ($((SECONDS - t0)) s): see $log: $(grep -v '^\s*$' "$log" | tail -n 1 | cut -c1-150)")
+    fi
+    echo "${summary[-1]}"
+}
+
+build_op() {
+    (cd models/dino/ops && FORCE_CUDA=1 "$PY" setup.py build_ext --inplace) &&
+        "$PY" -c 'from models.dino import ops
+assert ops.compiled_with_cuda(), "the built extension has no CUDA kernels"
+print("backend(cuda) =", ops.backend("cuda"))'
+}
+
+cuda_tests() {
+    # -rs lists skips: a skip here means a CUDA test did not run, which counts as a failure
+    local out="$LOGS/cuda_tests.pytest.txt" rc
+    "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_ms_deform_attn.py tests/test_ms_deform_attn_cuda.py \
+        -k "cuda" >"$out" 2>&1
+    rc=$?
+    cat "$out"
+    [ "$rc" -eq 0 ] || return 1
+    if grep -q " skipped" "$out"; then echo "some CUDA tests were skipped (listed above)"; return 1; fi
+    "$PY" models/dino/ops/test.py
+}
+
+train_steps() {  # $1: float16 | bfloat16
+    "$PY" tools/benchmark_model.py -c "$R50" --device cuda --train --amp --amp_dtype "$1" --images 2 \
+        --image_size 800 1216 --warmup 1 --iters 3 --skip_flops
+}
+
+torchrun_pipeline() {
+    local work="$LOGS/tiny_pipeline"
+    rm -rf "$work" && mkdir -p "$work"
+    "$PY" tools/make_synthetic_coco.py --out "$work/coco" --num-train 8 --num-val 4 --min-size 64 \
+        --max-size 96 --classes 3 --seed 0 &&
+    "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 main.py -c "$R50" \
+        --coco_path "$work/coco" --output_dir "$work/out" --device cuda --num_workers 0 --amp \
+        --options epochs=1 "${TINY[@]}" >"$work/torchrun.out" 2>&1
+    local rc=$?
+    cat "$work/torchrun.out"
+    [ "$rc" -eq 0 ] && grep -q "distributed init (torchrun, nccl)" "$work/torchrun.out" &&
+    test -f "$work/out/checkpoint.pth" &&
+    "$PY" main.py -c "$R50" --coco_path "$work/coco" --output_dir "$work/eval" --device cuda --num_workers 0 \
+        --eval --resume "$work/out/checkpoint.pth" --options "${TINY[@]}" &&
+    echo "torchrun (1 GPU, NCCL): 1 epoch, checkpoint and --eval of it done"
+}
+
+check "build op with CUDA" build.log build_op
+check "CUDA op tests" cuda_tests.log cuda_tests
+check "train R50 float16 AMP" train_fp16.log train_steps float16
+check "train R50 bfloat16" train_bf16.log train_steps bfloat16
+check "tiny pipeline, torchrun NCCL" torchrun.log torchrun_pipeline
+check "benchmark op" bench_op.log "$PY" tools/benchmark_msda.py --device cuda --warmup 3 --repeats 20
+check "benchmark model" bench_model.log "$PY" tools/benchmark_model.py -c "$R50" --device cuda \
+    --image_size 800 1216 --warmup 2 --iters 10 --compare_pytorch_path --skip_flops
+
+echo
+echo "check_gpu summary (${gpu#OK }):"
+printf '  %s\n' "${summary[@]}"
+if [ "$failures" -gt 0 ]; then
+    echo "check_gpu: $failures check(s) failed"
+    exit 1
+fi
+echo "check_gpu: all checks passed"
