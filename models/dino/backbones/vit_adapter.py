@@ -1,10 +1,16 @@
 """DINOv2 ViT-S/B/L/g inside a ViT-Adapter (spatial prior module + injectors/extractors).
 
+Computes what czczup/ViT-Adapter's `ViTAdapter` (the module of its DINOv2
+Mask R-CNN configs) computes with the same weights: checked for S, B, L and g
+against outputs recorded from the authors' code (tests/test_vit_adapter_reference.py).
+
 The trunk is a DINOv2 ViT at patch 16 (convert the published patch-14 files
 with tools/convert_14to16.py, or let the loader resample the kernel) with
 layer scale, window attention in most blocks (ViT-Adapter's DINOv2 detection
 setting: windows of 14, a global block closing each interaction group), built
 from timm's windowed ViT block; ViT-g uses the packed SwiGLU FFN as DINOv2.
+Window blocks pad the grid to whole windows after the qkv projection, as
+ViT-Adapter does (`window_attention_padded_qkv`), not before it as ViTDet.
 
 The adapter follows ViT-Adapter:
 
@@ -27,8 +33,12 @@ Deformable attention is this project's `MSDeformAttn`; ViT-Adapter's
 (0..3), as ResNet's stages; channels are the ViT width.
 
 Names: vitadapter_dinov2_small, vitadapter_dinov2_base, vitadapter_dinov2_large,
-vitadapter_dinov2_giant. Pretrained files: DINOv2 official (`dinov2_vits14_pretrain.pth`,
-or its `_14to16` conversion), timm `vit_*_patch14_dinov2` state dicts.
+vitadapter_dinov2_giant. Pretrained files (`pretrained_backbone_path` or
+`backbone_checkpoint`): DINOv2 release files (`dinov2_vits14_pretrain.pth`, patch
+14, resampled to 16 on loading as ViT-Adapter's converter does, or their
+`_14to16` conversion), timm `vit_*_patch14_dinov2` state dicts, the authors' COCO
+detectors (`mask_rcnn_dinov2_adapter_{small,base,large}_fpn_3x_coco.pth`: trunk
+and adapter), and this project's DINO checkpoints.
 """
 from __future__ import annotations
 
@@ -450,7 +460,7 @@ def remap_adapter_checkpoint(state: Dict[str, Tensor], body: "ViTAdapterBody",
         logger.info("loading %d ViT-Adapter tensors (spatial prior module, interactions, output norms)", len(placed))
     if unused:
         logger.info("%d adapter tensors belong to the stride-4 map, which return_interm_indices=%s does not "
-                    "include: %s", len(unused), body.levels, ", ".join(unused[:3]) + (" ..." if len(unused) > 3 else ""))
+                    "include: %s%s", len(unused), body.levels, ", ".join(unused[:3]), " ..." if len(unused) > 3 else "")
     out.update(placed)
     return out
 
@@ -463,12 +473,12 @@ def checkpoint_path(args) -> Optional[str]:
     return pretrained_path(args, {k: v["file"] for k, v in ADAPTER_SPECS.items()})
 
 
-def load_adapter_weights(body: "ViTAdapterBody", args, swiglu_packed: bool) -> None:
+def load_adapter_weights(body: "ViTAdapterBody", args) -> None:
     """Load the configured file (DINOv2 release / converted, or a ViT-Adapter detector) and apply freezing."""
     path = checkpoint_path(args)
     if path is None:  # nothing local: the shared path (marks the body as wanting weights, freezing)
         load_and_freeze(body, body.net, args, {k: v["file"] for k, v in ADAPTER_SPECS.items()},
-                        patch_resample="bilinear", swiglu_packed=swiglu_packed)
+                        patch_resample="bilinear")
         return
     mode = vit_option(args, "vit_patch_resample", "bilinear")
     load_pretrained(body, path, lambda state, module: remap_adapter_checkpoint(state, module, mode),
@@ -496,5 +506,5 @@ def build_vit_adapter(args) -> nn.Module:
         init_values=float(vit_option(args, "vit_adapter_init_values", 0.0)),
         norm=str(vit_option(args, "vit_adapter_norm", "SyncBN")),
         use_checkpoint=bool(getattr(args, "use_checkpoint", False)))
-    load_adapter_weights(body, args, swiglu_packed=spec["ffn"] == "swiglu")
+    load_adapter_weights(body, args)
     return body
