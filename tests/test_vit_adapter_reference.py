@@ -112,8 +112,9 @@ def test_adapter_outputs_match_the_authors(name, tmp_path, caplog):
             assert diff < TOL, (name, tuple(image.shape), level, diff)
 
 
-def test_window_padding_is_the_authors(tmp_path):
-    """Windows that overhang the token grid: ViTDet's padding (before qkv) is measurably different."""
+def test_window_padding_is_the_authors(monkeypatch):
+    """Windows that overhang the token grid: ViTDet's padding (before qkv) is measurably different,
+    so the comparison above would catch a trunk that padded that way."""
     from models.dino.backbones import vit_adapter, vit_common
     record, spec = _fixture("small")
     body = build_backbone_body(_args("small", record["config"]))
@@ -123,12 +124,8 @@ def test_window_padding_is_the_authors(tmp_path):
     image = torch.load(os.path.join(FIXTURES, "inputs.pt"))["images"][0][None]
     with torch.no_grad():
         ours = body(image)[2]
-        original = vit_adapter.DINOv2Trunk._run_block
-        try:
-            vit_adapter.DINOv2Trunk._run_block = vit_common.WindowedViT._run_block
-            padded_before_qkv = body(image)[2]
-        finally:
-            vit_adapter.DINOv2Trunk._run_block = original
+        monkeypatch.setattr(vit_adapter.DINOv2Trunk, "_run_block", vit_common.WindowedViT._run_block)
+        padded_before_qkv = body(image)[2]
     assert (ours - padded_before_qkv).abs().max().item() > 100 * TOL
 
 
@@ -251,3 +248,29 @@ def test_convert_14to16_gives_the_authors_tensors(tmp_path, capsys):
     assert main([str(src), "--overwrite", "--keep-names", "--method", "bicubic"]) == 0
     kept = torch.load(tmp_path / "dinov2_vitt14_pretrain_14to16.pth")
     assert "blocks.0.ls1.gamma" in kept and "blocks.0.gamma1" not in kept
+
+
+def test_dino_starts_from_the_authors_coco_adapter(tmp_path, caplog):
+    """A DINO model built from the ViT-Adapter-S config takes trunk + adapter from the authors' detector file."""
+    from helpers import build_args, make_targets, random_images
+    from main import build_model_main
+    record, spec = _fixture("small")
+    authors = synthetic_state_dict(spec, record["seed"])
+    path = tmp_path / "mask_rcnn_dinov2_adapter_small_fpn_3x_coco.pth"
+    torch.save(_detector_file(authors), path)
+    options = ["hidden_dim=64", "dim_feedforward=64", "enc_layers=1", "dec_layers=1", "num_queries=20",
+               "dn_number=2", "nheads=4", "enc_n_points=2", "dec_n_points=2", "vit_adapter_norm=BN",
+               f"backbone_checkpoint={path}"]
+    args = build_args("config/DINO/dino_vitadapter_dinov2_s.py", options)
+    with caplog.at_level(logging.INFO, logger="dino.backbone"):
+        model, criterion, _ = build_model_main(args)
+    assert "0 missing, 0 unexpected, 0 wrong shape" in caplog.text
+    body = model.backbone[0]
+    assert torch.equal(body.net.blocks[11].attn.qkv.weight, authors["blocks.11.attn.qkv.weight"])
+    assert torch.equal(body.interactions[3].extra_extractors[1].attn.value_proj.weight,
+                       authors["interactions.3.extra_extractors.1.attn.value_proj.weight"])
+    assert torch.equal(body.norms["1"].weight, authors["norm2.weight"])
+    targets = make_targets([1], num_classes=5)
+    model.train()
+    losses = criterion(model(random_images([(64, 96)]), targets), targets)
+    assert all(torch.isfinite(v) for v in losses.values())
