@@ -8,6 +8,7 @@ weights) and the test see identical tensors.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Dict, Sequence, Tuple
 
@@ -19,9 +20,27 @@ from torch import Tensor
 KeySpec = Tuple[str, Tuple[int, ...], str, bool]
 
 
-def _draw(name: str, shape: Tuple[int, ...], g: torch.Generator) -> Tensor:
-    """One float tensor: norms near 1, biases / 1-D near 0, matrices scaled by 1/sqrt(fan-in)."""
-    x = torch.randn(shape, generator=g)
+_POOL_SIZE = 1_048_573  # a prime, so tiled rows do not line up with a matrix's width
+
+
+def _normal(shape: Tuple[int, ...], g: torch.Generator, pool: Tensor) -> Tensor:
+    """Standard-normal values for `shape`: a window of the seeded pool at a seeded offset.
+
+    Cheap for the 200M-parameter backbones (a copy instead of fresh random draws).
+    """
+    n = math.prod(shape)
+    start = int(torch.randint(0, pool.numel(), (1,), generator=g))
+    chunks = []
+    while n > 0:
+        take = min(n, pool.numel() - start)
+        chunks.append(pool[start:start + take])
+        n, start = n - take, 0
+    return torch.cat(chunks).reshape(shape)
+
+
+def _draw(name: str, shape: Tuple[int, ...], g: torch.Generator, pool: Tensor) -> Tensor:
+    """One float tensor: norms / layer scales near 1, biases near 0, matrices scaled by 1/sqrt(fan-in)."""
+    x = _normal(shape, g, pool)
     leaf = name.rsplit(".", 1)[-1]
     if len(shape) <= 1:
         if leaf == "running_var":
@@ -30,16 +49,17 @@ def _draw(name: str, shape: Tuple[int, ...], g: torch.Generator) -> Tensor:
             return 1.0 + 0.1 * x
         return 0.1 * x
     if "pos_embed" in name:
-        return 0.02 * x
+        return x.mul_(0.02)
     if "table" in name or "rel_pos" in name:  # relative-position biases: large enough to matter
-        return 0.5 * x
+        return x.mul_(0.5)
     fan_in = max(1, math.prod(shape) // shape[0])
-    return x / math.sqrt(fan_in)
+    return x.div_(math.sqrt(fan_in))
 
 
 def synth_state(keys: Sequence[KeySpec], seed: int) -> Dict[str, Tensor]:
     """detrex-layout backbone state dict redrawn from `seed` (fixed and integer buffers are zeros)."""
     g = torch.Generator().manual_seed(int(seed))
+    pool = torch.randn(_POOL_SIZE, generator=g)
     out: Dict[str, Tensor] = {}
     for name, shape, dtype, fixed in keys:
         shape = tuple(int(s) for s in shape)
@@ -47,13 +67,31 @@ def synth_state(keys: Sequence[KeySpec], seed: int) -> Dict[str, Tensor]:
         if fixed or not torch_dtype.is_floating_point:
             out[name] = torch.zeros(shape, dtype=torch_dtype)
         else:
-            out[name] = _draw(name, shape, g)
+            out[name] = _draw(name, shape, g, pool)
     return out
 
 
 def key_spec(state: Dict[str, Tensor], fixed: Sequence[str] = ()) -> list:
     """[(name, shape, dtype, fixed)] of a state dict, in its order (what a fixture stores)."""
     return [(k, tuple(v.shape), str(v.dtype), k in fixed) for k, v in state.items()]
+
+
+@contextlib.contextmanager
+def _skip_weight_init():
+    """torch.nn.init's initializers as no-ops: every parameter is overwritten by the strict load
+    that follows, and initializing 200M parameters costs seconds."""
+    import torch.nn.init as init
+
+    names = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_",
+             "xavier_normal_", "constant_", "ones_", "zeros_")
+    saved = {name: getattr(init, name) for name in names}
+    try:
+        for name in names:
+            setattr(init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(init, name, fn)
 
 
 def build_remapped_body(fixture: dict) -> torch.nn.Module:
@@ -63,7 +101,8 @@ def build_remapped_body(fixture: dict) -> torch.nn.Module:
     from models.dino.backbones.registry import build_backbone_body, get_layout_remap
 
     args = argparse.Namespace(use_checkpoint=False, backbone_freeze_keywords=None, **fixture["args"])
-    body = build_backbone_body(args)
+    with _skip_weight_init():
+        body = build_backbone_body(args)
     state = synth_state(fixture["keys"], fixture["seed"])
     body.load_state_dict(get_layout_remap("detrex", args.backbone)(state, args), strict=True)
     return body.eval()

@@ -25,10 +25,10 @@ import torch
 from torch import Tensor, nn
 
 from ._common import (Mlp, pad_to_multiple, drop_path_or_identity, drop_path_rate, finish_body, linear_from_conv1x1,
-                      optional_list, reject_dilation, run_block, stage_indices, stochastic_depth_rates,
+                      optional_list, reject_dilation, rename_keys, run_block, stage_indices, stochastic_depth_rates,
                       strip_prefix)
 from .pretrained import StateDict
-from .registry import register_backbone
+from .registry import register_backbone, register_layout_remap
 
 _LRF_1K = dict(focal_levels=3, focal_windows=3, conv_embed=False, post_norm=False, layer_scale=False,
                normalize_modulator=False, drop_path_rate=0.1)
@@ -207,6 +207,11 @@ def remap_focalnet(state: StateDict, body: FocalNetBody) -> StateDict:
     return {k: v for k, v in state.items() if not k.startswith(("head.", "norm."))}
 
 
+def _option(args, key: str, default):
+    value = getattr(args, key, None)
+    return default if value is None else value
+
+
 @register_backbone(*FOCALNET_SPECS)
 def build_focalnet(args) -> nn.Module:
     reject_dilation(args)
@@ -215,7 +220,27 @@ def build_focalnet(args) -> nn.Module:
     windows = optional_list(getattr(args, "focal_windows", None), 4) or [spec["focal_windows"]] * 4
     body = FocalNetBody(spec["embed_dim"], spec["depths"], levels, windows, stage_indices(args),
                         conv_embed=spec["conv_embed"], post_norm=spec["post_norm"], layer_scale=spec["layer_scale"],
-                        normalize_modulator=spec["normalize_modulator"],
+                        normalize_modulator=bool(_option(args, "focal_normalize_modulator",
+                                                         spec["normalize_modulator"])),
                         drop_path_rate=drop_path_rate(args, spec["drop_path_rate"]),
                         use_checkpoint=bool(getattr(args, "use_checkpoint", False)))
     return finish_body(body, args, FOCALNET_FILES, remap_focalnet)
+
+
+# detrex's FocalNet (dino-focal) is FocalNet-DINO's module tree, key for key. Its fl4 configs do not
+# normalize the modulator (normalize_modulator=False), unlike the official fl4 model: set
+# focal_normalize_modulator=False for those checkpoints.
+_DETREX_RULES = [(pattern, r"\g<0>") for pattern in (
+    r"patch_embed\.(?:proj|norm)\.(?:weight|bias)",
+    r"layers\.\d\.blocks\.\d+\.(?:norm[12]|mlp\.fc[12]|modulation\.(?:f|h|proj|ln))\.(?:weight|bias)",
+    r"layers\.\d\.blocks\.\d+\.modulation\.focal_layers\.\d\.0\.weight",
+    r"layers\.\d\.blocks\.\d+\.gamma_[12]",
+    r"layers\.\d\.downsample\.(?:proj|norm)\.(?:weight|bias)",
+    r"norm\d\.(?:weight|bias)",
+)]
+
+
+@register_layout_remap("detrex", *FOCALNET_SPECS)
+def remap_detrex_focalnet(state: StateDict, args) -> StateDict:
+    """detrex FocalNet backbone keys -> this body's keys (the same names)."""
+    return rename_keys(state, _DETREX_RULES, what=f"detrex {args.backbone}")
