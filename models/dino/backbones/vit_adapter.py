@@ -467,10 +467,11 @@ def remap_adapter_checkpoint(state: Dict[str, Tensor], body: "ViTAdapterBody",
 
 def checkpoint_path(args) -> Optional[str]:
     """`pretrained_backbone_path`, else `backbone_checkpoint`, else `backbone_dir` + the DINOv2 file name."""
-    for key in ("pretrained_backbone_path", "backbone_checkpoint"):
-        if getattr(args, key, None):
-            return getattr(args, key)
-    return pretrained_path(args, {k: v["file"] for k, v in ADAPTER_SPECS.items()})
+    explicit, checkpoint = getattr(args, "pretrained_backbone_path", None), getattr(args, "backbone_checkpoint", None)
+    if explicit and checkpoint and explicit != checkpoint:
+        logger.warning("both pretrained_backbone_path (%s) and backbone_checkpoint (%s) are set; loading the first",
+                       explicit, checkpoint)
+    return explicit or checkpoint or pretrained_path(args, {k: v["file"] for k, v in ADAPTER_SPECS.items()})
 
 
 def load_adapter_weights(body: "ViTAdapterBody", args) -> None:
