@@ -178,3 +178,31 @@ def test_demo_config_trains_from_scratch_without_weights(tmp_path_factory, tmp_p
     assert proc.returncode == 0, describe(proc)
     assert (tmp_path / "demo" / "checkpoint.pth").is_file()
     assert "random weights" not in proc.stderr + proc.stdout or "backbone_pretrained=False" in proc.stderr + proc.stdout
+
+
+def test_timm_backbones_get_timm_weights(monkeypatch):
+    """Swin / ConvNeXt without a local file: timm's published weights (pretrained=True), remapped."""
+    import timm
+    from helpers import tiny_args
+    from models.dino.backbones.pretrained import load_library_weights
+    from models.dino.backbones.registry import build_backbone_body
+    asked = []
+    real_create = timm.create_model
+
+    def create(name, pretrained=False, **kwargs):  # timm's download, answered from a seeded model
+        asked.append((name, pretrained))
+        torch.manual_seed(1)
+        return real_create(name.split(".")[0], pretrained=False, **kwargs)
+    monkeypatch.setattr(timm, "create_model", create)
+    args = tiny_args("backbone=convnext_tiny_22k", "backbone_pretrained=True", "return_interm_indices=[1,2,3]")
+    body = build_backbone_body(args)
+    assert asked == []  # building downloads nothing
+    holder = torch.nn.Module()
+    holder.body = body
+    assert load_library_weights(holder, args) == 1
+    assert asked == [("convnext_tiny.fb_in22k", True)]
+    torch.manual_seed(1)
+    reference = real_create("convnext_tiny", pretrained=False).state_dict()
+    own = body.state_dict()
+    matched = [k for k, v in own.items() if any(torch.equal(v, r) for r in reference.values() if r.shape == v.shape)]
+    assert len(matched) >= len(own) - 8  # all but the detector's own output norms
