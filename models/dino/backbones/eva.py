@@ -201,3 +201,30 @@ def remap_detrex_eva02(state: Dict[str, Tensor], args) -> Dict[str, Tensor]:
     """
     out = rename_keys(state, _EVA02_DETREX_RULES, _EVA02_DETREX_DROP, what=f"detrex {args.backbone}")
     return drop_class_token_slot(out)
+
+
+# detrex's EVAViT (DINO-EVA-01) is ViTDet's block with BEiT-style biases: q_bias and v_bias are
+# used with a zero k bias, and the qkv layer's own bias (qkv_bias=True in its config) is never read.
+_EVA01_DETREX_RULES = [
+    (r"net\.(patch_embed\.proj\.(?:weight|bias)|pos_embed)", r"net.\1"),
+    (r"net\.blocks\.(\d+)\.((?:norm[12]|attn\.proj|mlp\.fc[12])\.(?:weight|bias)|attn\.qkv\.weight)",
+     r"net.blocks.\1.\2"),
+    (r"net\.blocks\.(\d+)\.attn\.(rel_pos_[hw]|[qv]_bias)", r"net.blocks.\1.attn.\2"),
+    (r"(simfp_\d\.\d\.(?:norm\.)?(?:weight|bias))", r"\1"),
+]
+
+
+@register_layout_remap("detrex", "eva01_giant")
+def remap_detrex_eva01(state: Dict[str, Tensor], args) -> Dict[str, Tensor]:
+    """detrex DINO-EVA-01 backbone keys -> this body's keys (q_bias, 0, v_bias -> attn.qkv.bias)."""
+    has_beit_bias = any(k.endswith(".attn.q_bias") for k in state)
+    rules = _EVA01_DETREX_RULES
+    if not has_beit_bias:  # a plain qkv bias is the one the forward uses
+        rules = rules + [(r"net\.blocks\.(\d+)\.attn\.qkv\.bias", r"net.blocks.\1.attn.qkv.bias")]
+    drop = [r"net\.blocks\.\d+\.attn\.qkv\.bias"] if has_beit_bias else []
+    out = rename_keys(state, rules, drop, what=f"detrex {args.backbone}")
+    for key in [k for k in out if k.endswith(".attn.q_bias")]:
+        prefix = key[:-len("q_bias")]
+        q, v = out.pop(key), out.pop(prefix + "v_bias")
+        out[prefix + "qkv.bias"] = torch.cat([q, torch.zeros_like(q), v])
+    return drop_class_token_slot(out)

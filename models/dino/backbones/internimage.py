@@ -22,11 +22,11 @@ from typing import List, Optional
 import torch
 from torch import Tensor, nn
 
-from ._common import (Mlp, drop_path_or_identity, drop_path_rate, finish_body, reject_dilation, run_block,
-                      stage_indices, stochastic_depth_rates, strip_prefix)
+from ._common import (Mlp, drop_path_or_identity, drop_path_rate, finish_body, reject_dilation, rename_keys,
+                      run_block, stage_indices, stochastic_depth_rates, strip_prefix)
 from .dcnv3 import DCNv3, layer_norm_seq
 from .pretrained import StateDict
-from .registry import register_backbone
+from .registry import register_backbone, register_layout_remap
 
 INTERNIMAGE_SPECS = {
     "internimage_T_1k": dict(channels=64, depths=(4, 4, 18, 4), groups=(4, 8, 16, 32), offset_scale=1.0,
@@ -183,3 +183,21 @@ def build_internimage(args) -> nn.Module:
                            drop_path_rate=drop_path_rate(args, spec["drop_path_rate"]),
                            use_checkpoint=bool(getattr(args, "use_checkpoint", False)))
     return finish_body(body, args, INTERNIMAGE_FILES, remap_internimage)
+
+
+# detrex's InternImage (dino-internimage) is the official detection backbone, key for key.
+_DETREX_RULES = [(pattern, r"\g<0>") for pattern in (
+    r"patch_embed\.(?:conv[12]|norm[12]\.1)\.(?:weight|bias)",
+    r"levels\.\d\.blocks\.\d+\.gamma[12]",
+    r"levels\.\d\.blocks\.\d+\.(?:norm[12]\.0|mlp\.fc[12])\.(?:weight|bias)",
+    r"levels\.\d\.blocks\.\d+\.dcn\.(?:dw_conv\.0|dw_conv\.1\.1|offset|mask|input_proj|output_proj)"
+    r"\.(?:weight|bias)",
+    r"levels\.\d\.(?:norm\.0|downsample\.norm\.1)\.(?:weight|bias)",
+    r"levels\.\d\.downsample\.conv\.weight",
+)]
+
+
+@register_layout_remap("detrex", *INTERNIMAGE_SPECS)
+def remap_detrex_internimage(state: StateDict, args) -> StateDict:
+    """detrex InternImage backbone keys -> this body's keys (the same names)."""
+    return rename_keys(state, _DETREX_RULES, what=f"detrex {args.backbone}")
