@@ -330,6 +330,8 @@ def _main(args):
     scaler = make_grad_scaler(device, args.amp)
 
     loaders = build_loaders(args, train=training, image_set_val="test" if args.test else "val")
+    from datasets.coco import category_ids_of  # contiguous class ids (detrex): detections carry
+    postprocessors["bbox"].set_category_ids(category_ids_of(loaders["dataset_val"]))  # the json's ids
     lr_scheduler = build_lr_scheduler(args, optimizer, len(loaders["train"]) if training else 1)
     base_ds = None
     if not args.test:
@@ -344,7 +346,7 @@ def _main(args):
         resume_path, how = auto_ckpt, "auto-resume"
     checkpoint = None
     if resume_path:
-        checkpoint = load_checkpoint(resume_path, "--resume")
+        checkpoint = load_checkpoint(resume_path, "--resume", args)
         load_model_weights(model_without_ddp, checkpoint["model"], resume_path, "--resume", strict=True, log=logger)
         ckpt_epoch = checkpoint.get("epoch")
         logger.info("Loaded checkpoint %s (%s%s)", os.path.abspath(resume_path), how,
@@ -370,7 +372,7 @@ def _main(args):
             logger.info("%s has weights only; training starts at epoch %d with a new optimizer",
                         resume_path, args.start_epoch)
     elif args.pretrain_model_path:
-        pre = load_checkpoint(args.pretrain_model_path, "--pretrain_model_path")
+        pre = load_checkpoint(args.pretrain_model_path, "--pretrain_model_path", args)
         load_model_weights(model_without_ddp, pre["model"], args.pretrain_model_path, "--pretrain_model_path",
                            strict=False, ignore=args.finetune_ignore or (), log=logger)
         logger.info("Loaded weights from %s (--pretrain_model_path)", os.path.abspath(args.pretrain_model_path))

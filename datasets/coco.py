@@ -6,7 +6,9 @@ datasets/validation.py) and returns a `CocoDetection` whose items are
 
     image:  FloatTensor [3, H, W], ImageNet-normalized
     target: {'boxes':     FloatTensor [N, 4], (cx, cy, w, h) relative to (W, H),
-             'labels':    int64 [N], category ids as in the json,
+             'labels':    int64 [N], category ids as in the json, or with
+                          contiguous ids (detrex's models) their index 0..K-1
+                          in the sorted category ids of the json,
              'image_id':  int64 [1],
              'area':      float [N],
              'iscrowd':   int64 [N] (all 0),
@@ -17,6 +19,12 @@ As in the original DINO code, crowd annotations (iscrowd=1) are left out of
 the targets (COCO evaluation still sees them in the ground-truth json), boxes
 are clipped to the image and those left without area are dropped. Images
 without annotations stay in the dataset with empty targets.
+
+Contiguous ids (config key `contiguous_category_ids`, detrex's models, which
+predict 0..K-1): the K category ids of the json's 'categories', sorted, are
+mapped to 0..K-1 in the targets; `category_ids_of(dataset)` gives the sorted
+ids, with which the post-processor maps predictions back to the dataset's own
+ids for evaluation and results files.
 """
 from __future__ import annotations
 
@@ -44,7 +52,8 @@ from .validation import (
     read_annotation_file,
 )
 
-__all__ = ["CocoDetection", "build", "coco_from_dict", "dataset_paths", "unwrap_dataset", "make_coco_transforms"]
+__all__ = ["CocoDetection", "build", "category_ids_of", "coco_from_dict", "dataset_paths", "unwrap_dataset",
+           "make_coco_transforms"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,12 +112,14 @@ class CocoDetection(torch.utils.data.Dataset):
     Loads and checks `ann_file` unless an already checked `coco` is given.
     Attributes: `coco` (pycocotools COCO, the evaluation ground truth),
     `ids` (image ids in index order: sorted, as torchvision's CocoDetection),
-    `img_folder`, `ann_file`, `report` (what the checks found).
+    `img_folder`, `ann_file`, `report` (what the checks found),
+    `category_ids` (with `contiguous_ids`: the sorted category ids, label i
+    being category_ids[i]; else None).
     """
 
     def __init__(self, img_folder: str, ann_file: str, transforms=None, *, coco: Optional[COCO] = None,
                  report: Optional[AnnotationReport] = None, exif_transpose: str = "auto",
-                 check_files: bool = True):
+                 check_files: bool = True, contiguous_ids: bool = False):
         if exif_transpose not in EXIF_POLICIES:
             raise DatasetError(f"exif_transpose must be one of {EXIF_POLICIES}, got {exif_transpose!r}")
         self.img_folder = img_folder
@@ -128,6 +139,8 @@ class CocoDetection(torch.utils.data.Dataset):
         self.coco = coco
         self.report = report
         self.ids: List[int] = sorted(coco.imgs.keys())
+        self.category_ids: Optional[List[int]] = sorted(int(c) for c in coco.cats) if contiguous_ids else None
+        self._label_of = {c: i for i, c in enumerate(self.category_ids or ())}
         self._size_warnings = 0
 
     @property
@@ -170,8 +183,11 @@ class CocoDetection(torch.utils.data.Dataset):
             x, y, w, h = ann["bbox"]
             if not (isfinite(x) and isfinite(y) and isfinite(w) and isfinite(h)):
                 continue
+            if self.category_ids is not None and ann["category_id"] not in self._label_of:
+                continue  # not a category of the json (reported by the checks)
             boxes.append((x, y, w, h))
-            labels.append(ann["category_id"])
+            labels.append(self._label_of[ann["category_id"]] if self.category_ids is not None
+                          else ann["category_id"])
             areas.append(ann.get("area", w * h))
         box_t = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
         box_t[:, 2:] += box_t[:, :2]  # to (x0, y0, x1, y1) in float32, as the original
@@ -214,11 +230,21 @@ def build(image_set: str, args: Any) -> CocoDetection:
     data.setdefault("categories", [])
     report = check_annotations(data, ann_file)
     check_image_files(data["images"], img_folder, ann_file)
+    contiguous = bool(getattr(args, "contiguous_category_ids", False))
     if labelled:
         check_label_space(report, getattr(args, "num_classes", None),
-                          getattr(args, "dn_labelbook_size", None), bool(getattr(args, "use_dn", True)))
+                          getattr(args, "dn_labelbook_size", None), bool(getattr(args, "use_dn", True)),
+                          num_categories=len(data["categories"]) if contiguous else None)
     report.log_warning()
 
     transforms = make_coco_transforms(image_set, args)
     return CocoDetection(img_folder, ann_file, transforms, coco=coco_from_dict(data), report=report,
-                         exif_transpose=getattr(args, "exif_transpose", None) or "auto")
+                         exif_transpose=getattr(args, "exif_transpose", None) or "auto", contiguous_ids=contiguous)
+
+
+def category_ids_of(dataset) -> Optional[List[int]]:
+    """The sorted category ids that labels 0..K-1 stand for (contiguous ids), else None."""
+    try:
+        return unwrap_dataset(dataset).category_ids
+    except TypeError:
+        return None

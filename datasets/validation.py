@@ -416,18 +416,28 @@ def check_image_files(images: List[Dict[str, Any]], img_folder: str, ann_file: s
 # label space vs. model config
 # --------------------------------------------------------------------------- #
 def check_label_space(report: AnnotationReport, num_classes: Optional[int],
-                      dn_labelbook_size: Optional[int] = None, use_dn: bool = True) -> None:
+                      dn_labelbook_size: Optional[int] = None, use_dn: bool = True,
+                      num_categories: Optional[int] = None) -> None:
     """DatasetError if the model's label space cannot hold the dataset's category ids.
 
     The classifier has `num_classes` outputs indexed by category id, so every
     id must be below num_classes. Denoising embeds labels with
     `dn_labelbook_size + 1` rows and draws noise labels below num_classes, so
-    dn_labelbook_size must be at least num_classes.
+    dn_labelbook_size must be at least num_classes. With contiguous ids
+    (`num_categories` given: labels are 0..K-1 for the K categories of the
+    json) K must not exceed num_classes instead.
     """
     if num_classes is None:
         return
+    if num_categories is not None:
+        if num_categories > num_classes:
+            raise DatasetError(
+                f"{report.ann_file} has {num_categories} categories, more than num_classes={num_classes} "
+                f"(contiguous_category_ids=True maps them to 0..{num_categories - 1}). Set num_classes to at "
+                f"least {num_categories}, e.g. --options num_classes={num_categories} "
+                f"dn_labelbook_size={max(num_categories, dn_labelbook_size or 0)}.")
     top = report.max_category_id
-    if top is not None and top >= num_classes:
+    if num_categories is None and top is not None and top >= num_classes:
         need = top + 1
         dn_need = max(need, dn_labelbook_size or 0) if use_dn else None
         settings = f"Set num_classes to at least {need}"

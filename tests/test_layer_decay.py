@@ -9,7 +9,7 @@ from torch import nn
 from util.layer_decay import (build_layer_decay_param_groups, layer_decay_assignments, layer_decay_rate,
                               vit_layer_id)
 
-CONFIG = "config/DINO/dino_eva_02_vitdet_b_4attn_1024_lrd0p7_4scale_12ep.py"
+CONFIG = "config/detrex/dino_eva_02_vitdet_b_4attn_1024_lrd0p7_4scale_12ep.py"
 TINY = ["hidden_dim=32", "dim_feedforward=32", "enc_layers=1", "dec_layers=1", "num_queries=10", "dn_number=2",
         "nheads=2", "enc_n_points=1", "dec_n_points=1", "backbone=eva02_tiny", "vit_depth=3"]
 

@@ -23,7 +23,7 @@ import glob
 import logging
 import os
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -41,10 +41,11 @@ class ConvertError(RuntimeError):
     """A problem for the person running the tool (one line)."""
 
 
-def config_args(config_file: str):
-    """The argparse namespace main.py would build for `config_file` (config keys copied onto it)."""
+def config_args(config_file: str, options: Sequence[str] = ()):
+    """The argparse namespace main.py would build for `config_file` and `--options` (config keys copied onto it)."""
     from main import apply_config, get_args_parser, load_config
-    args = get_args_parser().parse_args(["-c", config_file, "--device", "cpu"])
+    argv = ["-c", config_file, "--device", "cpu"] + (["--options", *options] if options else [])
+    args = get_args_parser().parse_args(argv)
     cfg, _ = load_config(args)
     apply_config(cfg, args)
     return args
@@ -95,7 +96,8 @@ def check_fits(state: Dict[str, torch.Tensor], model_state: Dict[str, torch.Tens
                            f"trained with (-c)")
 
 
-def convert(src: str, config: Optional[str]) -> Tuple[Dict[str, torch.Tensor], str, List[str]]:
+def convert(src: str, config: Optional[str], options: Sequence[str] = ()
+            ) -> Tuple[Dict[str, torch.Tensor], str, List[str]]:
     """(converted state dict, config used, lines describing the mapping)."""
     checkpoint = load_checkpoint(src, "input")
     state = checkpoint["model"]
@@ -105,14 +107,14 @@ def convert(src: str, config: Optional[str]) -> Tuple[Dict[str, torch.Tensor], s
         facts = detrex_facts(state)
         lines.append("detrex model: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
         config = config or find_config(facts)
-        args = config_args(config)
+        args = config_args(config, options)
         state, notes = detrex_to_project(state, args)
         lines += ["  " + n for n in notes]
     elif config is None:
         raise ConvertError(f"{src} already has this project's keys ({layout} layout); name a config with -c "
                            f"to check it, or use it as it is")
     else:
-        args = config_args(config)
+        args = config_args(config, options)
         lines.append("  keys kept as they are (this project uses the original DINO's names)")
     check_fits(state, build_model_state(args), config)
     lines.append(f"fits {os.path.relpath(config)}: {len(state)} tensors")
@@ -128,6 +130,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("input", help="checkpoint to convert (detrex, original DINO or this project)")
     parser.add_argument("output", help="file to write ({'model': state_dict, 'config': path})")
     parser.add_argument("-c", "--config", help="config the checkpoint belongs to (default: found from its keys)")
+    parser.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="config overrides, as main.py's --options (the model the weights are for)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser.parse_args(argv)
 
@@ -140,9 +144,12 @@ def main(argv=None) -> int:
             raise ConvertError("OUT must differ from IN (the input is never overwritten)")
         if opt.config and not os.path.isfile(opt.config):
             raise ConvertError(f"config {opt.config} does not exist")
-        state, config, lines = convert(opt.input, opt.config)
+        if opt.options and not opt.config:
+            raise ConvertError("--options needs the config they change (-c)")
+        state, config, lines = convert(opt.input, opt.config, opt.options)
         print("\n".join(lines))
-        save_checkpoint_files({"model": state, "config": os.path.relpath(config, ROOT)}, [opt.output])
+        save_checkpoint_files({"model": state, "config": os.path.relpath(config, ROOT), "options": opt.options},
+                              [opt.output])
         print(f"wrote {opt.output}")
         return 0
     except (ConvertError, LayoutError, CheckpointError, ValueError, KeyError) as exc:

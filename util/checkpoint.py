@@ -14,7 +14,9 @@ Reading
     'lr_scheduler', 'epoch', 'args' as a pickled argparse.Namespace,
     'ema_model'), or a bare state dict. Problems (missing file, a folder, a
     truncated or foreign file, no 'model' entry) raise `CheckpointError` whose
-    message names the file and says what to do.
+    message names the file and says what to do. Given the run's `args`, a
+    checkpoint in detrex's layout is converted to this project's keys on load
+    (models/dino/checkpoint_layouts.py; logged), keeping only its weights.
 
 Fitting
     `load_model_weights(model, state, ...)` compares the state dict with the
@@ -217,8 +219,37 @@ def _safe_globals() -> list:
     return [argparse.Namespace]
 
 
-def load_checkpoint(path: str, what: str = "--resume") -> Dict[str, Any]:
-    """Read a checkpoint file into a dict with at least 'model' (see module doc)."""
+def load_checkpoint(path: str, what: str = "--resume", args: Optional[argparse.Namespace] = None) -> Dict[str, Any]:
+    """Read a checkpoint file into a dict with at least 'model' (see module doc).
+
+    With `args` (the config the weights are for), a detrex checkpoint comes back converted.
+    """
+    return _in_project_layout(_read_checkpoint(path, what), path, what, args)
+
+
+def _in_project_layout(checkpoint: Dict[str, Any], path: str, what: str,
+                       args: Optional[argparse.Namespace]) -> Dict[str, Any]:
+    """`checkpoint` with detrex's keys mapped to this project's (only the weights are kept)."""
+    if args is None:
+        return checkpoint
+    from models.dino.checkpoint_layouts import LayoutError, detect_layout, detrex_to_project
+    try:
+        layout = detect_layout(checkpoint["model"], checkpoint)
+    except LayoutError:
+        return checkpoint  # load_model_weights says which keys do not fit
+    if layout != "detrex":
+        return checkpoint
+    try:
+        state, notes = detrex_to_project(checkpoint["model"], args)
+    except LayoutError as exc:
+        raise CheckpointError(f"{what} {path}: {exc}") from None
+    logger.info("%s %s: detrex checkpoint, converted on load to this project's keys (%d tensors; "
+                "tools/convert_checkpoint.py writes the converted file): %s", what, path, len(state),
+                "; ".join(notes))
+    return {"model": state}
+
+
+def _read_checkpoint(path: str, what: str) -> Dict[str, Any]:
     if not path:
         raise CheckpointError(f"{what}: no file given")
     path = os.path.expanduser(str(path))

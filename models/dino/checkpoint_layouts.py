@@ -194,7 +194,9 @@ def infer_detrex_backbone(state: Mapping[str, Tensor]) -> Optional[str]:
     """
     b = detrex_backbone(dict(state))
     if "stem.conv1.weight" in b:
-        return {6: "resnet50", 23: "resnet101"}.get(_count(b, r"^res4\.(\d+)\."))
+        bottleneck = "res2.0.conv3.weight" in b
+        return {(False, 2): "resnet18", (False, 6): "resnet34", (True, 6): "resnet50",
+                (True, 23): "resnet101"}.get((bottleneck, _count(b, r"^res4\.(\d+)\.")))
     if "net.blocks.0.attn.q_proj.weight" in b:  # EVA-02: separate q/k/v, SwiGLU
         return {192: "eva02_tiny", 384: "eva02_small", 768: "eva02_base", 1024: "eva02_large"}.get(
             _shape(b, "net.patch_embed.proj.weight"))

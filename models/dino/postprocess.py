@@ -1,5 +1,5 @@
 """Turn raw DINO outputs into detections in image coordinates."""
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -14,13 +14,25 @@ class PostProcess(nn.Module):
     when `nms_iou_threshold > 0`. With `clip_boxes` the boxes are clipped to
     the image and those left without area dropped (detectron2's
     detector_postprocess, which detrex applies), so images may get fewer than
-    `num_select` detections."""
+    `num_select` detections.
+
+    Models trained with contiguous class ids (detrex) predict 0..K-1;
+    `set_category_ids(ids)` makes the returned labels the dataset's own
+    category ids (label i -> ids[i]), as evaluation and results files need;
+    detections of classes beyond the K ids (a model with more classes than
+    the dataset has categories) are dropped.
+    """
 
     def __init__(self, num_select: int = 100, nms_iou_threshold: float = -1, clip_boxes: bool = False):
         super().__init__()
         self.num_select = num_select
         self.nms_iou_threshold = nms_iou_threshold
         self.clip_boxes = clip_boxes
+        self.category_ids: Optional[Tensor] = None
+
+    def set_category_ids(self, ids: Optional[Sequence[int]]) -> None:
+        """Report label i as category ids[i] (None: labels are category ids already)."""
+        self.category_ids = None if ids is None else torch.as_tensor(list(ids), dtype=torch.int64)
 
     @torch.no_grad()
     def forward(self, outputs: Dict[str, Tensor], target_sizes: Tensor, not_to_xyxy: bool = False,
@@ -34,6 +46,11 @@ class PostProcess(nn.Module):
         scores, flat_index = torch.topk(prob, k, dim=1)
         query_index = torch.div(flat_index, num_classes, rounding_mode="floor")
         labels = flat_index % num_classes
+        known = None
+        if self.category_ids is not None:
+            ids = self.category_ids.to(labels.device)
+            known = labels < len(ids)
+            labels = ids[labels.clamp(max=len(ids) - 1)]
 
         if not not_to_xyxy:
             boxes = box_ops.box_cxcywh_to_xyxy(boxes)
@@ -44,7 +61,9 @@ class PostProcess(nn.Module):
         boxes = boxes * torch.stack([img_w, img_h, img_w, img_h], dim=1)[:, None, :]
 
         results = []
-        for s, l, b, (h, w) in zip(scores, labels, boxes, target_sizes.tolist()):
+        for i, (s, l, b, (h, w)) in enumerate(zip(scores, labels, boxes, target_sizes.tolist())):
+            if known is not None:
+                s, l, b = s[known[i]], l[known[i]], b[known[i]]
             if self.clip_boxes and not (test or not_to_xyxy):  # clipping applies to xyxy boxes
                 b = torch.stack([b[:, 0].clamp(0, w), b[:, 1].clamp(0, h), b[:, 2].clamp(0, w),
                                  b[:, 3].clamp(0, h)], dim=1)

@@ -6,6 +6,7 @@ _base_ = ['dino_eva_02_vitdet_l_4attn_1024_lrd0p8_4scale_12ep.py']
 
 use_checkpoint = True
 vit_img_size = 1536
+pad_to_square = 1536
 vit_global_attn_indexes = [2, 5, 8, 11, 14, 17, 20, 23]
 vit_drop_path_rate = 0.3
 lsj_size = 1536

@@ -2,7 +2,12 @@
 # Global attention every 4th block, windows of 16, relative position biases, frozen patch embedding,
 # layer decay 0.9 over 40 blocks, backbone lr base 1e-4, activation checkpointing.
 # Pretrained weights: --options pretrained_backbone_path=/path/to/eva_o365.pth (EVA-01 Objects365 detector; its backbone is loaded) (or backbone_dir=DIR).
-_base_ = ['DINO_4scale.py']
+_base_ = ['detrex_dino_base.py']
+
+# detrex projects/dino_eva: every batch padded to a square of the backbone's size and the padding
+# masked, in training and evaluation alike
+pad_to_square = 1280
+eval_mask_padding = True
 
 # backbone: EVA-01 giant plain ViT + ViTDet simple feature pyramid (models/dino/backbones/eva.py)
 backbone = 'eva01_giant'

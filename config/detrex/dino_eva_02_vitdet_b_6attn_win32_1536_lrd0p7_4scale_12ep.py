@@ -4,6 +4,7 @@
 _base_ = ['dino_eva_02_vitdet_b_4attn_1024_lrd0p7_4scale_12ep.py']
 
 vit_img_size = 1536
+pad_to_square = 1536
 vit_window_size = 32
 vit_global_attn_indexes = [1, 3, 5, 7, 9, 11]
 lsj_size = 1536
