@@ -1,0 +1,8 @@
+# detrex DINO-Swin-B-384-4scale, 12 epochs: 55.8 box AP (detrex DINO model zoo).
+# projects/dino/configs/dino-swin/dino_swin_base_384_4scale_12ep.py
+_base_ = ['detrex_dino_base.py']
+
+backbone = 'swin_B_384_22k'
+return_interm_indices = [1, 2, 3]
+num_feature_levels = 4
+backbone_freeze_keywords = None
