@@ -3,8 +3,10 @@
 train_one_epoch
     forward (with targets, for the denoising queries), weighted loss, backward,
     gradient clipping at `max_norm`, optimizer step; mixed precision when
-    `args.amp` (CUDA: float16 autocast + GradScaler; CPU: bfloat16 autocast);
-    EMA update from epoch `args.ema_epoch` on; loss terms averaged over the
+    `args.amp` (CUDA: float16 autocast + GradScaler; CPU: bfloat16 autocast where
+    the CPU has native bfloat16, util/precision.py);
+    EMA update from epoch `args.ema_epoch` on (when given `ema_m`; main.py's
+    trainer does it in a hook through `on_step`); loss terms averaged over the
     processes for logging; progress display with loss, lr, it/s and ETA.
     A non-finite loss raises `NonFiniteLossError` naming the epoch, the
     iteration and the non-finite terms, before the optimizer step, so nothing
@@ -13,8 +15,11 @@ train_one_epoch
 evaluate
     losses and detections of the val images, COCO box AP over the images of
     every process (each image counted once), the 12 COCO numbers printed and
-    returned under 'coco_eval_bbox'; with --save_results the detections of
-    all processes go to output_dir/results.json (COCO results format).
+    returned under 'coco_eval_bbox', per-class AP / AP50 printed as a table and
+    returned under 'coco_eval_per_class' (datasets/coco_per_class.py);
+    `args.evaluator == 'faster'` evaluates with faster-coco-eval (same
+    numbers); with --save_results the detections of all processes go to
+    output_dir/results.json (COCO results format).
 
 test
     detections of the val/test images as a COCO results json.
@@ -28,7 +33,7 @@ import contextlib
 import io
 import math
 import os
-from typing import Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import torch
 
@@ -111,14 +116,11 @@ def _nan_fault(epoch: int, iteration: int) -> bool:
 
 
 def autocast_context(device: torch.device, enabled: bool):
-    """Mixed precision where the device supports it: float16 on CUDA, bfloat16 on CPU."""
-    if not enabled:
-        return contextlib.nullcontext()
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    if device.type == "cpu":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """Mixed precision where the device supports it: float16 on CUDA, bfloat16 on a CPU with
+    native bfloat16 (AMX / AVX512-BF16), float32 elsewhere; the choice is logged once
+    (util/precision.py)."""
+    from util.precision import autocast_context as precision_autocast
+    return precision_autocast(device, enabled)
 
 
 def make_grad_scaler(device: torch.device, enabled: bool):
@@ -142,8 +144,15 @@ def _print_freq(args, default: int = 10) -> int:
 def train_one_epoch(model: torch.nn.Module, criterion: torch.nn.Module, data_loader: Iterable,
                     optimizer: torch.optim.Optimizer, device: torch.device, epoch: int, max_norm: float = 0,
                     wo_class_error: bool = False, lr_scheduler=None, args=None, logger=None, ema_m=None,
-                    scaler=None) -> Dict[str, float]:
-    """Train for one pass over `data_loader`; returns the averaged meters (see module doc)."""
+                    scaler=None, on_step: Optional[Callable[[int, Dict[str, Any]], None]] = None
+                    ) -> Dict[str, float]:
+    """Train for one pass over `data_loader`; returns the averaged meters (see module doc).
+
+    on_step(iteration, metrics) is called after every optimizer step (and the EMA update)
+    with the iteration's 'loss' (float), 'lr' and loss terms (weighted, averaged over the
+    processes; tensors, so nothing waits for the device unless a caller reads them): the
+    trainer's hooks (util/trainer.py) log them and update the EMA there.
+    """
     amp = bool(getattr(args, "amp", False))
     if scaler is None:
         scaler = make_grad_scaler(device, amp)
@@ -214,6 +223,11 @@ def train_one_epoch(model: torch.nn.Module, criterion: torch.nn.Module, data_loa
         if "class_error" in reduced:
             metric_logger.update(class_error=reduced["class_error"])
         metric_logger.update(lr=optimizer.param_groups[0]["lr"])
+        if on_step is not None:
+            metrics: Dict[str, Any] = {"loss": loss_value, "lr": optimizer.param_groups[0]["lr"], **reduced_scaled}
+            if "class_error" in reduced:
+                metrics["class_error"] = reduced["class_error"]
+            on_step(it, metrics)
 
         if getattr(args, "debug", False) and (it + 1) % 15 == 0:
             print("debug: stopping the epoch after 15 iterations")
@@ -235,6 +249,20 @@ def _real_flags(data_loader, batch_index: int, batch_len: int) -> List[bool]:
     return [start + j < num_real for j in range(batch_len)]
 
 
+def _per_class_table(coco_evaluator, header: str, logger=None) -> Dict[str, Dict[str, Optional[float]]]:
+    """Per-class AP and AP50 of the bbox evaluation, printed as a table by the main process."""
+    from datasets.coco_per_class import format_per_class_table, per_class_ap
+
+    names = {int(cid): str(c.get("name", cid)) for cid, c in coco_evaluator.coco_gt.cats.items()}
+    per_class = per_class_ap(coco_evaluator.coco_eval["bbox"], names)
+    if per_class and utils.is_main_process():
+        text = f"{header} per-class AP / AP50 (%):\n" + format_per_class_table(per_class)
+        print(text)
+        if logger is not None:
+            logger.info(text)
+    return per_class
+
+
 @torch.no_grad()
 def evaluate(model, criterion, postprocessors, data_loader, base_ds, device, output_dir,
              wo_class_error: bool = False, args=None, logger=None, header: str = "Test:",
@@ -252,8 +280,11 @@ def evaluate(model, criterion, postprocessors, data_loader, base_ds, device, out
     if not wo_class_error:
         metric_logger.add_meter("class_error", SmoothedValue(window_size=1, fmt="{value:.2f}"))
     iou_types = tuple(k for k in ("bbox",) if k in postprocessors)
-    coco_evaluator = CocoEvaluator(base_ds, iou_types, useCats=bool(getattr(args, "useCats", True)),
-                                   keep_results=save_results)
+    evaluator_class = CocoEvaluator
+    if getattr(args, "evaluator", None) == "faster":  # faster-coco-eval: the same numbers, in C++
+        from datasets.coco_eval_faster import FasterCocoEvaluator as evaluator_class
+    coco_evaluator = evaluator_class(base_ds, iou_types, useCats=bool(getattr(args, "useCats", True)),
+                                     keep_results=save_results)
     weight_dict = criterion.weight_dict
 
     for bi, (samples, targets) in enumerate(metric_logger.log_every(data_loader, _print_freq(args), header,
@@ -297,7 +328,8 @@ def evaluate(model, criterion, postprocessors, data_loader, base_ds, device, out
 
     stats = metric_logger.global_averages()
     if "bbox" in iou_types:
-        stats["coco_eval_bbox"] = [float(v) for v in coco_evaluator.coco_eval["bbox"].stats.tolist()]
+        stats["coco_eval_bbox"] = [float(v) for v in coco_evaluator.coco_eval["bbox"].stats.tolist()[:12]]
+        stats["coco_eval_per_class"] = _per_class_table(coco_evaluator, header, logger)
     if save_results and output_dir and utils.is_main_process():
         path = os.path.join(output_dir, results_file)
         coco_evaluator.save_results(path)

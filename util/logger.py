@@ -2,7 +2,7 @@
 
 `setup_logger(output, distributed_rank, name)` returns a `logging.Logger` that
 writes INFO and above to stdout on the main process (WARNING and above on the
-others) and, when `output` is given, to that file (`info.txt` in the output
+others; coloured with termcolor on a terminal) and, when `output` is given, to that file (`info.txt` in the output
 dir; other ranks write `info.txt.rank<N>`). Calling it again replaces the
 handlers it installed, so a second `main()` in one process does not print
 every line twice; `remove_handlers` takes them off at the end of a run.
@@ -19,9 +19,38 @@ _DATEFMT = "%m/%d %H:%M:%S"
 _MARK = "_dino_handler"
 
 
-def setup_logger(output: Optional[str] = None, distributed_rank: int = 0, color: bool = False,
+class ColorfulFormatter(logging.Formatter):
+    """The plain format's text with termcolor colours: the '[time name' prefix green, WARNING
+    yellow and ERROR/CRITICAL red (setup_logger uses it where colour is wanted: use_color)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        from termcolor import colored
+
+        level = record.levelname
+        if record.levelno >= logging.ERROR:
+            level = colored(level, "red", attrs=["bold"], force_color=True)
+        elif record.levelno >= logging.WARNING:
+            level = colored(level, "yellow", force_color=True)
+        prefix = colored(f"[{record.asctime} {record.name}", "green", force_color=True)
+        return f"{prefix} {level}] {record.getMessage()}"
+
+
+def use_color(stream=None) -> bool:
+    """Colour on a terminal when termcolor is installed, unless NO_COLOR is set."""
+    stream = stream or sys.stdout
+    if os.environ.get("NO_COLOR") or not (hasattr(stream, "isatty") and stream.isatty()):
+        return False
+    try:
+        import termcolor  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def setup_logger(output: Optional[str] = None, distributed_rank: int = 0, color: Optional[bool] = None,
                  name: str = "dino", abbrev_name: Optional[str] = None) -> logging.Logger:
-    """The run's logger (see module doc). `color` is accepted for compatibility and ignored."""
+    """The run's logger (see module doc). `color`: coloured console lines (termcolor); None: on a
+    terminal only. The file never gets colour codes."""
     logger = logging.getLogger(name)
     logger.setLevel(logging.DEBUG)
     remove_handlers(logger)
@@ -29,7 +58,8 @@ def setup_logger(output: Optional[str] = None, distributed_rank: int = 0, color:
     formatter = logging.Formatter(_FORMAT, datefmt=_DATEFMT)
     console = logging.StreamHandler(stream=sys.stdout)
     console.setLevel(logging.INFO if distributed_rank == 0 else logging.WARNING)
-    console.setFormatter(formatter)
+    colored = use_color(sys.stdout) if color is None else bool(color)
+    console.setFormatter(ColorfulFormatter(_FORMAT, datefmt=_DATEFMT) if colored else formatter)
     setattr(console, _MARK, True)
     logger.addHandler(console)
 

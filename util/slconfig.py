@@ -16,6 +16,8 @@ import runpy
 from argparse import Action
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
+import addict
+
 BASE_KEY = "_base_"
 
 # Keys the original training scripts pass with --options although no code reads
@@ -35,25 +37,28 @@ class ConfigError(ValueError):
     """A config file or an --options value that cannot be used, with the reason."""
 
 
-class ConfigDict(dict):
-    """A dict whose keys can also be read as attributes (cfg.lr)."""
+class ConfigDict(addict.Dict):
+    """addict's attribute dict (cfg.lr, cfg.model.depth; nested dicts converted), except that a
+    missing key is an error (KeyError / AttributeError) instead of a new empty dict, so a typo
+    in a key does not pass silently."""
+
+    def __missing__(self, name: str) -> Any:
+        raise KeyError(name)
 
     def __getattr__(self, name: str) -> Any:
         try:
             return self[name]
-        except KeyError as exc:
-            raise AttributeError(name) from exc
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        self[name] = value
+        except KeyError:
+            raise AttributeError(name) from None
 
     def to_dict(self) -> Dict[str, Any]:
-        return {k: v.to_dict() if isinstance(v, ConfigDict) else copy.deepcopy(v) for k, v in self.items()}
+        """Plain (deep-copied) dicts and lists all the way down."""
+        return copy.deepcopy(super().to_dict())
 
 
 def _to_config_dict(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return ConfigDict({k: _to_config_dict(v) for k, v in value.items()})
+        return ConfigDict(dict(value))
     return value
 
 
