@@ -10,12 +10,29 @@ from torch import Tensor, nn
 from util.misc import NestedTensor
 
 from .backbones import build_backbone_body
+from .ops import is_exporting
 from .position_encoding import build_position_encoding
 
 
 def downsample_mask(mask: Tensor, size) -> Tensor:
     """Nearest-neighbour resize of a padding mask [B, H, W] to `size`."""
+    if is_exporting():  # ONNX Resize rounds source indices differently; index as PyTorch does instead
+        return nearest_resize_mask(mask, size)
     return F.interpolate(mask[None].float(), size=size).to(torch.bool)[0]
+
+
+def _nearest_source_index(in_size, out_size) -> Tensor:
+    # PyTorch's nearest: floor(dst * float32(in / out)), both steps in float32
+    scale = torch.scalar_tensor(in_size, dtype=torch.float32) / torch.scalar_tensor(out_size, dtype=torch.float32)
+    index = (torch.arange(out_size, dtype=torch.float32) * scale).floor().to(torch.int64)
+    return index.clamp(max=in_size - 1)
+
+
+def nearest_resize_mask(mask: Tensor, size) -> Tensor:
+    """`downsample_mask` as explicit row/column indexing, which traces to exact ONNX ops (Gather)."""
+    rows = _nearest_source_index(mask.shape[1], size[0]).to(mask.device)
+    cols = _nearest_source_index(mask.shape[2], size[1]).to(mask.device)
+    return mask.index_select(1, rows).index_select(2, cols)
 
 
 class Joiner(nn.Sequential):
