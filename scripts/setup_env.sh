@@ -14,6 +14,9 @@ fi
 echo "[setup] installing Python packages (requirements.txt)"
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -r requirements.txt
+echo "[setup] installing the ONNX export packages (requirements-export.txt)"
+.venv/bin/python -m pip install --quiet -r requirements-export.txt || \
+    echo "[setup] onnx/onnxruntime could not be installed; the export tests will be skipped" >&2
 
 echo "[setup] building the MultiScaleDeformableAttention op"
 (cd models/dino/ops && ../../../.venv/bin/python setup.py build_ext --inplace > ../../../.venv/op_build.log 2>&1) || {
