@@ -48,3 +48,17 @@ def test_detrex_remap_refuses_unknown_keys(path):
 def test_fixtures_are_present_and_small():
     assert FIXTURES, "no detrex backbone fixtures found"
     assert all(os.path.getsize(p) < 1_000_000 for p in FIXTURES)
+
+
+def test_detrex_convnext_refuses_a_stage_it_has_no_norm_for():
+    """detrex's ConvNeXt keeps output norms of its returned stages only: a 4-scale checkpoint
+    cannot serve a 5-scale config (the unused norms it lacks are filled in, a used one is not)."""
+    path = [p for p in FIXTURES if "convnext_tiny" in p][0]
+    fixture = _load(path)
+    state = {name: torch.zeros(shape) for name, shape, *_ in fixture["keys"]}
+    args = argparse.Namespace(**dict(fixture["args"], return_interm_indices=[0, 1, 2, 3]))
+    with pytest.raises(ValueError, match="norm0"):
+        get_layout_remap("detrex", args.backbone)(state, args)
+    args = argparse.Namespace(**fixture["args"])
+    out = get_layout_remap("detrex", args.backbone)(state, args)
+    assert torch.equal(out["norm0.weight"], torch.ones_like(out["norm0.weight"]))

@@ -171,8 +171,12 @@ _DETREX_RULES = [(pattern, r"\g<0>") for pattern in (
 def remap_detrex_convnext(state: StateDict, args) -> StateDict:
     """detrex ConvNeXt backbone keys -> this body's keys (+ unit norms of the stages not returned)."""
     out = rename_keys(state, _DETREX_RULES, what=f"detrex {args.backbone}")
+    returned = [int(i) for i in args.return_interm_indices]
     for i in range(4):
         width_key = f"stages.{i}.0.dwconv.weight"
+        if f"norm{i}.weight" not in out and i in returned:
+            raise ValueError(f"detrex {args.backbone}: the checkpoint has no norm{i} (it returns other stages); "
+                             f"return_interm_indices={returned} does not fit it")
         if f"norm{i}.weight" not in out and width_key in out:
             width = out[width_key].shape[0]
             out[f"norm{i}.weight"] = torch.ones(width, dtype=out[width_key].dtype)
