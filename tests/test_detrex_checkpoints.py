@@ -120,3 +120,25 @@ def test_finetune_from_converted_checkpoint_to_other_class_count(coco_1_7_42, tm
     pre = torch.load(converted, weights_only=False)["model"]
     stem = "backbone.0.body.conv1.weight"  # frozen in detrex's recipe (freeze_at=1): still the converted weights
     assert torch.equal(ckpt["model"][stem], pre[stem])
+
+
+def test_load_checkpoint_converts_detrex_layout_for_the_run(detrex_ckpt):
+    """What --resume / --pretrain_model_path read: detrex keys become this project's, detectron2's
+    other entries (iteration, optimizer) are dropped; without the run's args nothing is converted."""
+    from util.checkpoint import load_checkpoint
+    src, state = detrex_ckpt
+    args = build_args(CONFIG, TINY + ["num_classes=3", "dn_labelbook_size=3"])
+    loaded = load_checkpoint(str(src), "--pretrain_model_path", args)
+    assert set(loaded) == {"model"} and sorted(loaded["model"]) == sorted(state)
+    assert "neck.convs.0.conv.weight" in load_checkpoint(str(src), "--pretrain_model_path")["model"]
+
+
+def test_converter_copies_a_checkpoint_already_in_this_layout(detrex_ckpt, tmp_path, capsys):
+    _, state = detrex_ckpt
+    src, out = tmp_path / "ours.pth", tmp_path / "out.pth"
+    torch.save({"model": state, "epoch": 3, "rng_state": None}, src)
+    assert convert(str(src), str(out)) == 0
+    assert "project layout" in capsys.readouterr().out
+    copied = torch.load(out, weights_only=False)["model"]
+    assert sorted(copied) == sorted(state) and all(torch.equal(copied[k], state[k]) for k in state)
+    assert convert(str(src), str(src)) == 1  # never over its input

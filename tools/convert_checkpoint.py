@@ -6,8 +6,8 @@
 
 The layout of IN is recognised from its keys (models/dino/checkpoint_layouts.py):
 detrex / detectron2 checkpoints are converted, checkpoints of the original DINO
-code or of this project already have this project's keys and are copied. The
-result is checked against the model the config builds (every key present,
+code or of this project already have this project's keys and are copied (their
+weights only; checked when -c names their config). The result is checked against the model the config builds (every key present,
 every shape equal) and written atomically as {"model": state_dict, "config":
 the config used}; OUT is never IN, and nothing is written when anything does
 not fit. Without -c the config is the one under config/detrex/ whose backbone,
@@ -97,8 +97,8 @@ def check_fits(state: Dict[str, torch.Tensor], model_state: Dict[str, torch.Tens
 
 
 def convert(src: str, config: Optional[str], options: Sequence[str] = ()
-            ) -> Tuple[Dict[str, torch.Tensor], str, List[str]]:
-    """(converted state dict, config used, lines describing the mapping)."""
+            ) -> Tuple[Dict[str, torch.Tensor], Optional[str], List[str]]:
+    """(converted state dict, config used (None: not checked), lines describing the mapping)."""
     checkpoint = load_checkpoint(src, "input")
     state = checkpoint["model"]
     layout = detect_layout(state, checkpoint)
@@ -110,12 +110,12 @@ def convert(src: str, config: Optional[str], options: Sequence[str] = ()
         args = config_args(config, options)
         state, notes = detrex_to_project(state, args)
         lines += ["  " + n for n in notes]
-    elif config is None:
-        raise ConvertError(f"{src} already has this project's keys ({layout} layout); name a config with -c "
-                           f"to check it, or use it as it is")
     else:
-        args = config_args(config, options)
         lines.append("  keys kept as they are (this project uses the original DINO's names)")
+        if config is None:
+            lines.append("  no config given (-c): shapes not checked")
+            return state, None, lines
+        args = config_args(config, options)
     check_fits(state, build_model_state(args), config)
     lines.append(f"fits {os.path.relpath(config)}: {len(state)} tensors")
     return state, config, lines
@@ -148,8 +148,8 @@ def main(argv=None) -> int:
             raise ConvertError("--options needs the config they change (-c)")
         state, config, lines = convert(opt.input, opt.config, opt.options)
         print("\n".join(lines))
-        save_checkpoint_files({"model": state, "config": os.path.relpath(config, ROOT), "options": opt.options},
-                              [opt.output])
+        used = os.path.relpath(config, ROOT) if config else None
+        save_checkpoint_files({"model": state, "config": used, "options": opt.options}, [opt.output])
         print(f"wrote {opt.output}")
         return 0
     except (ConvertError, LayoutError, CheckpointError, ValueError, KeyError) as exc:
