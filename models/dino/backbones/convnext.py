@@ -14,6 +14,8 @@ downsampling.
 Pretrained files: the official release (`{'model': ...}`, plus the
 classifier's `norm` and `head`) and timm's layout (`stem`,
 `stages.N.downsample`, `stages.N.blocks.M.{conv_dw,mlp.fc1,mlp.fc2}`).
+detrex checkpoints: `remap_detrex_convnext`, the 'detrex' layout (unit norms for the stages
+detrex keeps no output norm for).
 """
 from typing import List
 

@@ -21,6 +21,8 @@ Body state dict: `net.*` (the trunk, timm key layout) and `simfp_<k>.*` (pyramid
 Pretrained files: EVA-02 official (`eva02_B_pt_in21k_p14to16.pt`, ...),
 mmpretrain (`backbone.layers.N...`), timm (`eva02_*`), detrex DINO-EVA
 detector files (backbone part), EVA-01 official / `eva_o365.pth`.
+detrex checkpoints (DINO-EVA-02 B/L, DINO-EVA-01): `remap_detrex_eva02` / `remap_detrex_eva01`,
+the 'detrex' layout of the registry (docs/BACKBONES.md, "detrex checkpoints").
 """
 from __future__ import annotations
 

@@ -17,6 +17,8 @@ official release. FocalNet-DINO's config keys `focal_levels` and
 Pretrained files: the official release (`{'model': ...}` with `head` and the
 final `norm`) and timm's layout (`stem`, downsampling at the start of stages
 1-3, 1x1 convolutions for the linear layers, `ls1.gamma`, `norm1_post`).
+detrex checkpoints: `remap_detrex_focalnet`, the 'detrex' layout; detrex's fl4 configs need
+`focal_normalize_modulator=False`.
 """
 import re
 from typing import List, Optional

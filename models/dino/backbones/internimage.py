@@ -16,6 +16,7 @@ Pretrained files: the official classification releases (`{'model': ...}`
 with `conv_head`, `head` and friends dropped) and detection checkpoints whose
 keys start with `backbone.`. InternImage-T was pretrained without layer
 scale, so its `gamma1/gamma2` start at 1.0 (reported as missing).
+detrex checkpoints: `remap_detrex_internimage`, the 'detrex' layout (same keys).
 """
 from typing import List, Optional
 

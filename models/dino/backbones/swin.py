@@ -16,6 +16,7 @@ Pretrained files: the official Swin releases (`{'model': ...}`, same keys plus
 `head`, the final `norm` and `attn_mask` buffers) and timm's layout (patch
 merging at the start of stages 1-3, `head.fc`). Relative position bias tables
 are resized bicubically when the file's window differs from the model's.
+detrex checkpoints (detectron2's SwinTransformer): `remap_detrex_swin`, the 'detrex' layout.
 """
 from typing import List, Optional
 

@@ -17,6 +17,8 @@ level 3. `return_interm_indices` picks the levels (DINO-ViTDet-4scale: strides
 Names: vitdet_base, vitdet_large, vitdet_huge.
 Pretrained files: MAE (`mae_pretrain_vit_base.pth`, ...; `{'model': ...}`),
 timm ViT state dicts, detectron2 ViTDet detector files (backbone part).
+detrex checkpoints (DINO-ViTDet): `remap_detrex_vitdet`, the 'detrex' layout of the registry;
+build with `vit_pad_input=False` to feed the image unpadded as detrex's detectron2 ViT.
 """
 from __future__ import annotations
 
