@@ -142,3 +142,19 @@ def test_converter_copies_a_checkpoint_already_in_this_layout(detrex_ckpt, tmp_p
     copied = torch.load(out, weights_only=False)["model"]
     assert sorted(copied) == sorted(state) and all(torch.equal(copied[k], state[k]) for k in state)
     assert convert(str(src), str(src)) == 1  # never over its input
+
+
+def test_converter_takes_detrex_ema_weights(detrex_ckpt, tmp_path):
+    """detrex keeps its model EMA as `ema_state`, named as named_parameters() lists it (each head once,
+    under transformer.decoder.*); --ema converts those weights."""
+    src, state = detrex_ckpt
+    detrex = torch.load(src, weights_only=False)["model"]
+    ema = {k: v + 1 for k, v in detrex.items() if not k.startswith(("class_embed.", "bbox_embed."))}
+    with_ema, out = tmp_path / "with_ema.pth", tmp_path / "out.pth"
+    torch.save({"model": detrex, "ema_state": ema}, with_ema)
+    assert convert(str(with_ema), str(out), "--ema", "-c", CONFIG, "--options", *TINY, "num_classes=3",
+                   "dn_labelbook_size=3") == 0
+    converted = torch.load(out, weights_only=False)["model"]
+    assert sorted(converted) == sorted(state)
+    assert all(torch.equal(converted[k], state[k] + 1) for k in state)
+    assert convert(str(src), str(tmp_path / "none.pth"), "--ema") == 1  # no EMA weights in that file

@@ -96,11 +96,15 @@ def check_fits(state: Dict[str, torch.Tensor], model_state: Dict[str, torch.Tens
                            f"trained with (-c)")
 
 
-def convert(src: str, config: Optional[str], options: Sequence[str] = ()
+def convert(src: str, config: Optional[str], options: Sequence[str] = (), ema: bool = False
             ) -> Tuple[Dict[str, torch.Tensor], Optional[str], List[str]]:
     """(converted state dict, config used (None: not checked), lines describing the mapping)."""
     checkpoint = load_checkpoint(src, "input")
     state = checkpoint["model"]
+    if ema:  # detrex saves its model EMA beside the model, as `ema_state`
+        state = checkpoint.get("ema_state") or checkpoint.get("ema_model")
+        if not isinstance(state, dict) or not state:
+            raise ConvertError(f"{src} holds no EMA weights (no 'ema_state' / 'ema_model' entry); drop --ema")
     layout = detect_layout(state, checkpoint)
     lines = [f"{src}: {layout} layout, {len(state)} tensors"]
     if layout == "detrex":
@@ -132,6 +136,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("-c", "--config", help="config the checkpoint belongs to (default: found from its keys)")
     parser.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
                         help="config overrides, as main.py's --options (the model the weights are for)")
+    parser.add_argument("--ema", action="store_true",
+                        help="convert the EMA weights the file holds (detrex: 'ema_state') instead of 'model'")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser.parse_args(argv)
 
@@ -146,7 +152,7 @@ def main(argv=None) -> int:
             raise ConvertError(f"config {opt.config} does not exist")
         if opt.options and not opt.config:
             raise ConvertError("--options needs the config they change (-c)")
-        state, config, lines = convert(opt.input, opt.config, opt.options)
+        state, config, lines = convert(opt.input, opt.config, opt.options, opt.ema)
         print("\n".join(lines))
         used = os.path.relpath(config, ROOT) if config else None
         save_checkpoint_files({"model": state, "config": used, "options": opt.options}, [opt.output])

@@ -163,14 +163,27 @@ def detrex_to_project(state: StateDict, args) -> Tuple[StateDict, List[str]]:
     notes += [f"{name}: {n} tensors" for name, n in counts.items()]
 
     last = num_decoder_layers(state)
+    _both_head_names(out)
     for head in ("class_embed", "bbox_embed"):
-        enc = {k: v for k, v in state.items() if k.startswith(f"{head}.{last}.")}
+        enc = {k: v for k, v in out.items() if k.startswith(f"{head}.{last}.")}
         for k, v in enc.items():
             out[f"transformer.enc_out_{head}." + k[len(f"{head}.{last}."):]] = v
-    if any(k.startswith(f"class_embed.{last}.") for k in state):
+    if any(k.startswith(f"class_embed.{last}.") for k in out):
         notes.append(f"heads: class_embed/bbox_embed 0-{last - 1} for the decoder layers, {last} for the "
                      f"encoder proposals (also transformer.enc_out_class_embed / enc_out_bbox_embed)")
     return out, notes
+
+
+def _both_head_names(out: StateDict) -> None:
+    """detrex's heads are one module under two names (`class_embed.N`, `transformer.decoder.class_embed.N`);
+    a state dict that kept one name only (e.g. detrex's EMA state, built from named_parameters) gets the other."""
+    for key in list(out):
+        for short in ("class_embed.", "bbox_embed."):
+            long = "transformer.decoder." + short
+            if key.startswith(short) and long + key[len(short):] not in out:
+                out[long + key[len(short):]] = out[key]
+            elif key.startswith(long) and key[len("transformer.decoder."):] not in out:
+                out[key[len("transformer.decoder."):]] = out[key]
 
 
 # --------------------------------------------------------------------------- #
