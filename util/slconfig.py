@@ -30,6 +30,7 @@ OPTIONAL_KEYS = frozenset({
     "backbone_dir", "pretrained_backbone_path", "backbone_checkpoint",
     "exif_transpose",   # 'auto' (default), 'always' or 'never': see datasets/image_io.py
     "backbone_drop_path_rate", "focal_levels", "focal_windows",  # backbone variants (docs/BACKBONES.md)
+    "focal_normalize_modulator", "vit_pad_input",  # detrex's FocalNet fl4 / ViTDet variants (same doc)
 })
 
 

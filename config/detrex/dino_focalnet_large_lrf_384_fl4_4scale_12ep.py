@@ -5,3 +5,4 @@ _base_ = ['dino_focalnet_large_lrf_384_4scale_12ep.py']
 backbone = 'focalnet_L_384_22k_fl4'
 focal_levels = 4
 focal_windows = 3
+focal_normalize_modulator = False  # detrex's fl4 configs do not normalize the modulator (the official fl4 does)

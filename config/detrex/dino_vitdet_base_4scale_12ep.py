@@ -23,6 +23,7 @@ vit_use_rel_pos = True  # ViTDet decomposed relative position biases
 vit_freeze_patch_embed = False
 vit_patch_resample = 'bicubic'  # how a patch-14 kernel is resized to 16 on loading
 vit_depth = None  # None: the full trunk (tests use fewer blocks)
+vit_pad_input = False  # detectron2's ViT gets the batch as padded by detrex (no multiple-of-32 padding)
 
 # optimisation (detrex: AdamW, lr 1e-4, backbone 1e-5, weight decay 1e-4, grad clip 0.1)
 lr = 0.0001
