@@ -224,12 +224,14 @@ def load_checkpoint(path: str, what: str = "--resume", args: Optional[argparse.N
 
     With `args` (the config the weights are for), a detrex checkpoint comes back converted.
     """
-    return _in_project_layout(_read_checkpoint(path, what), path, what, args)
+    return in_project_layout(_read_checkpoint(path, what), path, what, args)
 
 
-def _in_project_layout(checkpoint: Dict[str, Any], path: str, what: str,
-                       args: Optional[argparse.Namespace]) -> Dict[str, Any]:
-    """`checkpoint` with detrex's keys mapped to this project's (only the weights are kept)."""
+def in_project_layout(checkpoint: Dict[str, Any], path: str, what: str,
+                      args: Optional[argparse.Namespace]) -> Dict[str, Any]:
+    """`checkpoint` (as load_checkpoint returns it) with detrex's keys mapped to this project's
+    for the model `args` build (only the weights are kept); other layouts come back unchanged.
+    For callers that learn the config only after reading the file (e.g. from its 'args')."""
     if args is None:
         return checkpoint
     from models.dino.checkpoint_layouts import LayoutError, detect_layout, detrex_to_project
