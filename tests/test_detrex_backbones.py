@@ -62,3 +62,32 @@ def test_detrex_convnext_refuses_a_stage_it_has_no_norm_for():
     args = argparse.Namespace(**fixture["args"])
     out = get_layout_remap("detrex", args.backbone)(state, args)
     assert torch.equal(out["norm0.weight"], torch.ones_like(out["norm0.weight"]))
+
+
+def _unpack(entry):
+    """A constant buffer of a detrex parity fixture: {dtype, shape, lzma-packed bytes}."""
+    import lzma
+
+    import numpy as np
+    raw = lzma.decompress(entry["lzma"])
+    return torch.from_numpy(np.frombuffer(raw, dtype=np.dtype(entry["dtype"])).reshape(entry["shape"]).copy())
+
+
+def test_eva02_rope_tables_are_detrex_s():
+    """The remap drops detrex's RoPE buffers: the trunk's own tables at the real geometry (1024 input,
+    windows of 16) must be the values detrex stores (recorded in the DINO-EVA-02-B parity fixture)."""
+    pytest.importorskip("timm")
+    from models.dino.backbones.registry import build_backbone_body
+    path = os.path.join(os.path.dirname(__file__), "fixtures", "parity_detrex",
+                        "dino_eva_02_vitdet_b_4attn_1024_lrd0p7_4scale_12ep", "fixture.pt")
+    fixed = {k: _unpack(v) for k, v in _load(path)["fixed_buffers"].items()}
+    args = argparse.Namespace(backbone="eva02_base", return_interm_indices=[2], vit_depth=1, vit_img_size=1024,
+                              vit_window_size=16, use_checkpoint=False, backbone_freeze_keywords=None)
+    net = build_backbone_body(args).net
+    cpu = torch.device("cpu")
+    # the spacings the forward uses (EVA02ViT._run_block): window blocks / global blocks
+    grids = {"rope_win": (16, net.rope_pt_grid / 16), "rope_glb": (net.ref_grid, net.rope_pt_grid / net.ref_grid)}
+    for name, (side, step) in grids.items():
+        sin, cos = net.rope(side, side, step, cpu).chunk(2, dim=-1)
+        assert torch.allclose(cos, fixed[f"backbone.net.{name}.freqs_cos"], atol=1e-5), name
+        assert torch.allclose(sin, fixed[f"backbone.net.{name}.freqs_sin"], atol=1e-5), name
