@@ -324,8 +324,9 @@ def _main(args):
     scaler = make_grad_scaler(device, args.amp)
 
     loaders = build_loaders(args, train=training, image_set_val="test" if args.test else "val")
-    from datasets.coco import category_ids_of  # contiguous class ids (detrex): detections carry
-    postprocessors["bbox"].set_category_ids(category_ids_of(loaders["dataset_val"]))  # the json's ids
+    from datasets.coco import category_ids_of  # contiguous class ids (detrex): labels 0..K-1 stand for
+    args.label_to_category_id = category_ids_of(loaders["dataset_val"])  # these ids (kept in checkpoints)
+    postprocessors["bbox"].set_category_ids(args.label_to_category_id)  # detections carry the json's ids
     lr_scheduler = build_lr_scheduler(args, optimizer, len(loaders["train"]) if training else 1)
     base_ds = None
     if not args.test:

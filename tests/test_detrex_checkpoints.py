@@ -117,6 +117,8 @@ def test_finetune_from_converted_checkpoint_to_other_class_count(coco_1_7_42, tm
     assert "keys matching --finetune_ignore" in proc.stdout + proc.stderr
     ckpt = torch.load(out / "checkpoint.pth", weights_only=False)
     assert ckpt["model"]["class_embed.0.weight"].shape[0] == 3
+    saved = ckpt["args"] if isinstance(ckpt["args"], dict) else vars(ckpt["args"])
+    assert saved["label_to_category_id"] == CATEGORY_IDS  # what inference maps labels 0..2 back with
     pre = torch.load(converted, weights_only=False)["model"]
     stem = "backbone.0.body.conv1.weight"  # frozen in detrex's recipe (freeze_at=1): still the converted weights
     assert torch.equal(ckpt["model"][stem], pre[stem])
