@@ -77,7 +77,7 @@ def key_spec(state: Dict[str, Tensor], fixed: Sequence[str] = ()) -> list:
 
 
 @contextlib.contextmanager
-def _skip_weight_init():
+def skip_weight_init():
     """torch.nn.init's initializers as no-ops: every parameter is overwritten by the strict load
     that follows, and initializing 200M parameters costs seconds."""
     import torch.nn.init as init
@@ -101,7 +101,7 @@ def build_remapped_body(fixture: dict) -> torch.nn.Module:
     from models.dino.backbones.registry import build_backbone_body, get_layout_remap
 
     args = argparse.Namespace(use_checkpoint=False, backbone_freeze_keywords=None, **fixture["args"])
-    with _skip_weight_init():
+    with skip_weight_init():
         body = build_backbone_body(args)
     state = synth_state(fixture["keys"], fixture["seed"])
     body.load_state_dict(get_layout_remap("detrex", args.backbone)(state, args), strict=True)

@@ -91,3 +91,51 @@ def test_eva02_rope_tables_are_detrex_s():
         sin, cos = net.rope(side, side, step, cpu).chunk(2, dim=-1)
         assert torch.allclose(cos, fixed[f"backbone.net.{name}.freqs_cos"], atol=1e-5), name
         assert torch.allclose(sin, fixed[f"backbone.net.{name}.freqs_sin"], atol=1e-5), name
+
+
+# one fixture per family, with the detrex config of config/detrex/ it stands for
+CONFIG_OF = {
+    "eva02_base": "dino_eva_02_vitdet_b_4attn_1024_lrd0p7_4scale_12ep.py",
+    "eva01_giant": "dino_eva_01_1280_4scale_12ep.py",
+    "vitdet_base": "dino_vitdet_base_4scale_12ep.py",
+    "swin_T_224_1k": "dino_swin_tiny_224_4scale_12ep.py",
+    "convnext_tiny_22k_384": "dino_convnext_tiny_384_4scale_12ep.py",
+    "focalnet_L_384_22k_fl4": "dino_focalnet_large_lrf_384_fl4_5scale_12ep.py",
+    "internimage_T_1k": "dino_internimage_tiny_4scale_12ep.py",
+}
+# a small transformer; the backbone keeps the config's settings except the ViT geometry of the fixture
+TINY_TRANSFORMER = ["hidden_dim=32", "dim_feedforward=64", "enc_layers=1", "dec_layers=2", "num_queries=20",
+                    "dn_number=3", "nheads=2", "enc_n_points=2", "dec_n_points=2"]
+VIT_GEOMETRY = ("vit_depth", "vit_img_size", "vit_window_size", "vit_global_attn_indexes")
+
+
+@pytest.mark.parametrize("name", sorted(CONFIG_OF))
+def test_detrex_config_and_converter_give_detrex_backbone(name):
+    """A whole detrex-layout checkpoint for the row's config goes through the converter
+    (models/dino/checkpoint_layouts.detrex_to_project, which calls the family's remap), loads
+    strictly into the model the config builds, and its backbone computes detrex's levels."""
+    pytest.importorskip("timm")
+    from detrex_backbone_support import skip_weight_init, synth_state
+    from detrex_layout_support import to_detrex_layout
+    from helpers import build_args
+    from main import build_model_main
+    from models.dino.checkpoint_layouts import detrex_to_project
+
+    fixture = _load(os.path.join(os.path.dirname(__file__), "fixtures", "detrex_backbones", f"{name}.pt"))
+    geometry = [f"{k}={v}".replace(" ", "") for k, v in fixture["args"].items() if k in VIT_GEOMETRY]
+    args = build_args(f"config/detrex/{CONFIG_OF[name]}", TINY_TRANSFORMER + geometry)
+    for key, value in fixture["args"].items():  # the config itself must hold detrex's backbone settings
+        if key not in VIT_GEOMETRY:
+            assert getattr(args, key) == value, f"{CONFIG_OF[name]}: {key}={getattr(args, key)!r}, detrex: {value!r}"
+    with skip_weight_init():
+        model = build_model_main(args)[0]
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+    checkpoint = to_detrex_layout(own, num_backbone_levels=len(args.return_interm_indices))
+    checkpoint.update({"backbone." + k: v for k, v in synth_state(fixture["keys"], fixture["seed"]).items()})
+    converted, _ = detrex_to_project(checkpoint, args)
+    model.load_state_dict(converted, strict=True)
+    with torch.no_grad():
+        levels = model.backbone[0].eval()(fixture["input"].float())
+    for ours, ref in zip(levels, fixture["outputs"]):
+        assert ours.shape == ref.shape
+        assert (ours - ref).abs().max() <= 3e-4 * ref.abs().max() + 1e-5
