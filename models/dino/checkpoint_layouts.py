@@ -126,7 +126,10 @@ def detrex_to_project(state: StateDict, args) -> Tuple[StateDict, List[str]]:
     except ValueError as exc:
         raise LayoutError(str(exc)) from None
     source = detrex_backbone(state)
-    body = remap(dict(source), args)
+    try:
+        body = remap(dict(source), args)
+    except ValueError as exc:  # a backbone key the family's remap cannot place
+        raise LayoutError(str(exc).splitlines()[0]) from None
     out: StateDict = {BODY_PREFIX + k: v for k, v in body.items()}
     notes = [f"backbone ({args.backbone}): {len(source)} detrex tensors -> {len(body)} tensors under {BODY_PREFIX}*"]
 
