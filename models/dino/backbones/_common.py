@@ -7,6 +7,7 @@ Only torch is imported here, so a missing optional package can never stop the
 registry from importing a backbone module.
 """
 import logging
+import re
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -174,8 +175,6 @@ def rename_keys(state: StateDict, rules: Sequence[tuple], drop: Sequence[str] = 
     ValueError naming it (and how many more there are), so a checkpoint of
     another model cannot load half-way.
     """
-    import re
-
     compiled = [(re.compile(pattern), repl) for pattern, repl in rules]
     dropped = [re.compile(pattern) for pattern in drop]
     out: StateDict = {}
