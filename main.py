@@ -250,26 +250,10 @@ def main(args):
         cleanup_distributed()
 
 
-def _main(args):
-    from engine import evaluate, make_grad_scaler, test
-    from util import misc as utils
-    from util.checkpoint import (load_checkpoint, load_model_weights, load_optimizer_state, remove_stale_tmp_files,
-                                 set_rng_state)
-    from util.ema import ModelEma
-    from util.get_param_dicts import build_optimizer, describe_param_groups
-    from util.logger import route_library_logs, setup_logger
-    from util.metric_logger import BestMetricHolder
+def check_run_flags(args) -> None:
+    """Flags that need another flag or an optional package: stop before anything is built."""
     from util.slconfig import ConfigError
 
-    rank = utils.get_rank()
-    is_main = utils.is_main_process()
-    args.output_dir = resolve_output_dir(args.output_dir)
-    output_dir = args.output_dir
-    raw_args = dict(vars(args))
-
-    cfg, ignored_options = load_config(args)
-    apply_config(cfg, args)
-    check_coco_path(args)
     if args.finetune_class_map and not args.pretrain_model_path:
         raise ConfigError("--finetune_class_map needs --pretrain_model_path (the checkpoint whose classes it maps).")
     if args.evaluator == "faster":
@@ -281,6 +265,17 @@ def _main(args):
         from util.hooks import import_wandb
         import_wandb()  # fails here, with one line, when wandb is missing
 
+
+def setup_run_output(args, cfg, ignored_options, raw_args):
+    """The run's logger (stdout + output_dir/info.txt) and, on the main process, the config
+    files of output_dir; leftovers of an interrupted save are removed. Returns the logger."""
+    from util import misc as utils
+    from util.checkpoint import remove_stale_tmp_files
+    from util.logger import route_library_logs, setup_logger
+
+    output_dir = args.output_dir
+    rank = utils.get_rank()
+    is_main = utils.is_main_process()
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)
     logger = setup_logger(output=os.path.join(output_dir, "info.txt") if output_dir else None,
@@ -299,6 +294,29 @@ def _main(args):
             logger.info("removed %d temporary files of an interrupted save: %s", len(removed), ", ".join(removed))
     logger.info("world size %d, rank %d, local rank %s", args.world_size, args.rank, args.local_rank)
     logger.debug("args: %s", json.dumps(vars(args), default=_json_default, sort_keys=True))
+    return logger
+
+
+def _main(args):
+    from engine import evaluate, make_grad_scaler, test
+    from util import misc as utils
+    from util.ema import ModelEma
+    from util.get_param_dicts import build_optimizer, describe_param_groups
+    from util.metric_logger import BestMetricHolder
+    from util.slconfig import ConfigError
+
+    rank = utils.get_rank()
+    is_main = utils.is_main_process()
+    args.output_dir = resolve_output_dir(args.output_dir)
+    output_dir = args.output_dir
+    raw_args = dict(vars(args))
+
+    cfg, ignored_options = load_config(args)
+    apply_config(cfg, args)
+    check_coco_path(args)
+    check_run_flags(args)
+
+    logger = setup_run_output(args, cfg, ignored_options, raw_args)
 
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {args.device}: no CUDA device is available here; use --device cpu.")
@@ -341,47 +359,10 @@ def _main(args):
         resume_path, how = auto_ckpt, "auto-resume"
     checkpoint = None
     if resume_path:
-        checkpoint = load_checkpoint(resume_path, "--resume", args)
-        load_model_weights(model_without_ddp, checkpoint["model"], resume_path, "--resume", strict=True, log=logger)
-        ckpt_epoch = checkpoint.get("epoch")
-        logger.info("Loaded checkpoint %s (%s%s)", os.path.abspath(resume_path), how,
-                    f", epoch {ckpt_epoch}" if isinstance(ckpt_epoch, int) else "")
-        if ema_m is not None:
-            if isinstance(checkpoint.get("ema_model"), dict):
-                load_model_weights(ema_m.module, checkpoint["ema_model"], resume_path, "--resume (ema_model)",
-                                   strict=True, log=logger)
-            else:
-                ema_m = ModelEma(model_without_ddp, args.ema_decay)
-        if training and all(k in checkpoint for k in ("optimizer", "lr_scheduler", "epoch")):
-            load_optimizer_state(optimizer, checkpoint["optimizer"], resume_path)
-            lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
-            args.start_epoch = int(checkpoint["epoch"]) + 1
-            if checkpoint.get("scaler") and scaler.is_enabled():
-                scaler.load_state_dict(checkpoint["scaler"])
-            if checkpoint.get("best_metric"):
-                best_holder.load_state_dict(checkpoint["best_metric"])
-            rng = checkpoint.get("rng_state")
-            if isinstance(rng, list) and len(rng) == args.world_size:
-                set_rng_state(rng[rank])
-        elif training:
-            logger.info("%s has weights only; training starts at epoch %d with a new optimizer",
-                        resume_path, args.start_epoch)
+        checkpoint, ema_m = resume_from(resume_path, how, args, model_without_ddp, ema_m, optimizer, lr_scheduler,
+                                        scaler, best_holder, training, logger)
     elif args.pretrain_model_path:
-        pre = load_checkpoint(args.pretrain_model_path, "--pretrain_model_path", args)
-        ignore = list(args.finetune_ignore or ())
-        if args.finetune_class_map and training:  # the class rows are copied by name below
-            from util.class_transfer import CLASS_KEY_WORDS
-            ignore += list(CLASS_KEY_WORDS)
-        load_model_weights(model_without_ddp, pre["model"], args.pretrain_model_path, "--pretrain_model_path",
-                           strict=False, ignore=ignore, log=logger)
-        if args.finetune_class_map and training:
-            from util.class_transfer import transfer_classes
-            transfer_classes(model_without_ddp, pre, args.pretrain_model_path, args.finetune_class_map,
-                             getattr(args, "category_names", None) or {},
-                             bool(getattr(args, "contiguous_category_ids", False)), log=logger)
-        logger.info("Loaded weights from %s (--pretrain_model_path)", os.path.abspath(args.pretrain_model_path))
-        if ema_m is not None:
-            ema_m = ModelEma(model_without_ddp, args.ema_decay)
+        ema_m = load_pretrained(args, model_without_ddp, ema_m, training, logger)
     elif not training:
         logger.warning("no --resume, no %s and no --pretrain_model_path: evaluating an untrained model",
                        auto_ckpt or "checkpoint")
@@ -420,6 +401,68 @@ def _main(args):
                                          resumed_from_output_dir=resumed_here))
     del checkpoint  # the hooks keep what they need
     return trainer.train()
+
+
+def resume_from(resume_path: str, how: str, args, model_without_ddp, ema_m, optimizer, lr_scheduler, scaler,
+                best_holder, training: bool, logger):
+    """Load a checkpoint to continue from (`how`: '--resume' or 'auto-resume'): the weights, the EMA
+    weights and, for training, the optimizer, lr schedule, AMP scaler, best-AP record, random states
+    and args.start_epoch. Returns (checkpoint, ema_m)."""
+    from util import misc as utils
+    from util.checkpoint import load_checkpoint, load_model_weights, load_optimizer_state, set_rng_state
+    from util.ema import ModelEma
+
+    rank = utils.get_rank()
+    checkpoint = load_checkpoint(resume_path, "--resume", args)
+    load_model_weights(model_without_ddp, checkpoint["model"], resume_path, "--resume", strict=True, log=logger)
+    ckpt_epoch = checkpoint.get("epoch")
+    logger.info("Loaded checkpoint %s (%s%s)", os.path.abspath(resume_path), how,
+                f", epoch {ckpt_epoch}" if isinstance(ckpt_epoch, int) else "")
+    if ema_m is not None:
+        if isinstance(checkpoint.get("ema_model"), dict):
+            load_model_weights(ema_m.module, checkpoint["ema_model"], resume_path, "--resume (ema_model)",
+                               strict=True, log=logger)
+        else:
+            ema_m = ModelEma(model_without_ddp, args.ema_decay)
+    if training and all(k in checkpoint for k in ("optimizer", "lr_scheduler", "epoch")):
+        load_optimizer_state(optimizer, checkpoint["optimizer"], resume_path)
+        lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
+        args.start_epoch = int(checkpoint["epoch"]) + 1
+        if checkpoint.get("scaler") and scaler.is_enabled():
+            scaler.load_state_dict(checkpoint["scaler"])
+        if checkpoint.get("best_metric"):
+            best_holder.load_state_dict(checkpoint["best_metric"])
+        rng = checkpoint.get("rng_state")
+        if isinstance(rng, list) and len(rng) == args.world_size:
+            set_rng_state(rng[rank])
+    elif training:
+        logger.info("%s has weights only; training starts at epoch %d with a new optimizer",
+                    resume_path, args.start_epoch)
+    return checkpoint, ema_m
+
+
+def load_pretrained(args, model_without_ddp, ema_m, training: bool, logger):
+    """--pretrain_model_path: the weights that fit (minus --finetune_ignore), the class rows of
+    --finetune_class_map; the EMA restarts from them. Returns ema_m."""
+    from util.checkpoint import load_checkpoint, load_model_weights
+    from util.ema import ModelEma
+
+    pre = load_checkpoint(args.pretrain_model_path, "--pretrain_model_path", args)
+    ignore = list(args.finetune_ignore or ())
+    if args.finetune_class_map and training:  # the class rows are copied by name below
+        from util.class_transfer import CLASS_KEY_WORDS
+        ignore += list(CLASS_KEY_WORDS)
+    load_model_weights(model_without_ddp, pre["model"], args.pretrain_model_path, "--pretrain_model_path",
+                       strict=False, ignore=ignore, log=logger)
+    if args.finetune_class_map and training:
+        from util.class_transfer import transfer_classes
+        transfer_classes(model_without_ddp, pre, args.pretrain_model_path, args.finetune_class_map,
+                         getattr(args, "category_names", None) or {},
+                         bool(getattr(args, "contiguous_category_ids", False)), log=logger)
+    logger.info("Loaded weights from %s (--pretrain_model_path)", os.path.abspath(args.pretrain_model_path))
+    if ema_m is not None:
+        ema_m = ModelEma(model_without_ddp, args.ema_decay)
+    return ema_m
 
 
 def train_pass(trainer) -> dict:

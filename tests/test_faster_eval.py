@@ -71,3 +71,33 @@ def test_unknown_image_id_is_an_error():
     gt, _ = _ground_truth_and_detections()
     with pytest.raises(ValueError, match="image id 999"):
         FasterCocoEvaluator(gt).update({999: {}})
+
+
+def test_main_eval_with_faster_evaluator_gives_the_training_numbers(tmp_path_factory, tmp_path, capsys):
+    """main.py --eval --evaluator faster on epoch 0's checkpoint: the 12 numbers and the per-class
+    table of the training run's own (pycocotools) evaluation of the same weights."""
+    import argparse
+
+    import torch
+
+    from main import get_args_parser, run_cli
+    from test_train_pipeline import CONFIG, TINY_OPTIONS, read_log, stepwise_run, tiny_coco
+
+    first = stepwise_run(tmp_path_factory) / "after_first"
+    parser = argparse.ArgumentParser(parents=[get_args_parser()])
+    args = parser.parse_args(["-c", CONFIG, "--coco_path", str(tiny_coco(tmp_path_factory)), "--output_dir",
+                              str(tmp_path), "--device", "cpu", "--num_workers", "0", "--eval", "--evaluator",
+                              "faster", "--resume", str(first / "checkpoint.pth"), "--options", *TINY_OPTIONS])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert run_cli(args) == 0, capsys.readouterr().err
+    finally:
+        torch.set_num_threads(threads)
+    entry, trained = read_log(tmp_path / "log.txt")[-1], read_log(first / "log.txt")[0]
+    assert entry["test_coco_eval_bbox"] == pytest.approx(trained["test_coco_eval_bbox"], abs=1e-12)
+    for name, values in trained["test_coco_eval_per_class"].items():
+        for metric, value in values.items():
+            got = entry["test_coco_eval_per_class"][name][metric]
+            assert got == (None if value is None else pytest.approx(value, abs=1e-12))
+    assert "per-class AP / AP50 (%)" in capsys.readouterr().out
