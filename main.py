@@ -328,6 +328,9 @@ def _main(args):
     model.to(device)
     model_without_ddp = model
     training = not (args.eval or args.test)
+    if not training:  # bfloat16 inference on the CPU: ResNet in channels_last (util/precision.py)
+        from util.precision import use_channels_last
+        use_channels_last(model, device, args.amp)
     ema_m = ModelEma(model_without_ddp, args.ema_decay) if args.use_ema and training else None
     if args.distributed and training:  # evaluation runs on the plain model (no gradient buckets)
         model = torch.nn.parallel.DistributedDataParallel(

@@ -15,8 +15,9 @@ gradient clipping and the fused AdamW step of main.py) on random boxes and
 fails (exit 1) if the loss is not finite. --amp runs as main.py --amp does
 (util/precision.py): float16 autocast on CUDA (with a GradScaler when training;
 --amp_dtype bfloat16 for bfloat16), bfloat16 autocast on a CPU with AMX-BF16 /
-AVX512-BF16, float32 on other CPUs (said so). A ResNet backbone on the CPU runs
-in channels_last as in main.py (--channels_last off to compare).
+AVX512-BF16, float32 on other CPUs (said so). Under bfloat16 on the CPU a
+ResNet backbone runs in channels_last as in main.py --eval (--channels_last off
+to compare).
 --compare_pytorch_path times the PyTorch path of the deformable attention too,
 interleaved run by run with the compiled op, and prints the ratio. Images are random CHW tensors of --image_size; the model
 pads them into a batch as it does real images. Timings are the median of
@@ -62,7 +63,8 @@ def parse_args(argv=None):
     parser.add_argument("--amp_dtype", choices=["float16", "bfloat16"], default=None,
                         help="with --amp on CUDA: the autocast dtype (default float16)")
     parser.add_argument("--channels_last", choices=["auto", "off"], default="auto",
-                        help="auto: channels_last for a ResNet backbone on the CPU, as main.py; off: never")
+                        help="auto: channels_last for a ResNet backbone under bfloat16 on the CPU, as main.py --eval; "
+                             "off: never")
     parser.add_argument("--compare_pytorch_path", action="store_true",
                         help="also time the PyTorch path of the deformable attention (interleaved) and print the ratio")
     return parser.parse_args(argv)
@@ -255,8 +257,8 @@ def main(argv=None):
     model, criterion, _ = build_model_main(args)
     model.to(device)
     criterion.to(device) if hasattr(criterion, "to") else None
-    layout = "channels_last backbone" if args.channels_last == "auto" and use_channels_last(model, device) \
-        else "contiguous"
+    layout = "channels_last backbone" if args.channels_last == "auto" and use_channels_last(
+        model, device, args.amp) else "contiguous"
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 

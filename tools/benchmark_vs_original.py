@@ -233,9 +233,10 @@ def main(argv=None) -> int:
     if matched < 0.95:
         log("the two models do not compute the same thing: timings would not be comparable")
         return 1
-    # main.py's layout, applied after the check: it moves outputs by float rounding only, which
-    # can reorder near-tied queries of random weights
-    layout = "channels_last ResNet" if use_channels_last(ours, "cpu") else "contiguous"
+    # main.py's layout under bfloat16, applied after the check: it moves outputs by float rounding
+    # only, which can reorder near-tied queries of random weights; in float32 it neither helps
+    # nor hurts (docs/OPS.md), so one model serves both precisions
+    layout = "channels_last ResNet" if use_channels_last(ours, "cpu", amp=True) else "contiguous"
     log(f"ours: {layout}, {'bfloat16 autocast available' if bf16 else 'no native bfloat16'}")
 
     steps = {"original fp32": inference_step(theirs, images, contextlib.nullcontext),
