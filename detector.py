@@ -70,15 +70,13 @@ class Detector:
     """A DINO model with its preprocessing, post-processing and class names."""
 
     def __init__(self, model: torch.nn.Module, postprocessor: Any, args: Any,
-                 category_names: Optional[Mapping[int, str]] = None,
-                 label_to_category: Optional[Sequence[int]] = None, amp: bool = False):
+                 category_names: Optional[Mapping[int, str]] = None, amp: bool = False):
         from datasets.transforms import make_coco_transforms
 
         self.model = model.eval()
         self.postprocessor = postprocessor
         self.args = args
         self.category_names: Dict[int, str] = dict(category_names or {})
-        self.label_to_category = list(label_to_category) if label_to_category is not None else None
         self.device = next(model.parameters()).device
         self.amp = amp
         self._transform = make_coco_transforms("val", args)
@@ -92,17 +90,28 @@ class Detector:
         """Rebuild the model of `checkpoint` and load its weights (strictly).
 
         config: a config file that wins over what the checkpoint records;
-        options: single config keys to override; use_ema: the EMA weights.
+        options: single config keys to override ({"num_select": 100} or {"num_select": "100"});
+        use_ema: the EMA weights.
         Errors for people: util.checkpoint.CheckpointError, util.slconfig.ConfigError.
         """
         from main import build_model_main
         from util.checkpoint import CheckpointError, load_checkpoint, load_model_weights
         from util.run_config import args_for_checkpoint
 
+        from util.checkpoint import in_project_layout
+
+        from util.slconfig import parse_option_value
+
         device = resolve_device(device)
+        # "k": "v" strings read as on the command line (--options k=v), other values as given
+        options = {k: parse_option_value(v) if isinstance(v, str) else v for k, v in (options or {}).items()}
         ckpt = load_checkpoint(checkpoint, "checkpoint")
-        args, source = args_for_checkpoint(ckpt, checkpoint, config, options)
+        try:
+            args, source = args_for_checkpoint(ckpt, checkpoint, config, options)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}{_config_suggestion(ckpt)}") from None
         args.device = str(device)
+        ckpt = in_project_layout(ckpt, checkpoint, "checkpoint", args)  # detrex files: converted on load
         model, _criterion, postprocessors = build_model_main(args)
         key = "ema_model" if use_ema else "model"
         if key not in ckpt:
@@ -110,8 +119,9 @@ class Detector:
                                   + (" (it was trained without use_ema)" if use_ema else ""))
         load_model_weights(model, ckpt[key], checkpoint, "checkpoint", strict=True)
         model.to(device)
-        names = category_names_for(args)
-        detector = cls(model, postprocessors["bbox"], args, names, label_map_for(args), amp=amp)
+        postprocessor = postprocessors["bbox"]
+        postprocessor.set_category_ids(label_map_for(args))  # contiguous-label models report the dataset's ids
+        detector = cls(model, postprocessor, args, category_names_for(args), amp=amp)
         detector.settings_source = source
         return detector
 
@@ -175,25 +185,28 @@ class Detector:
         if topk is not None:
             order = order[: max(0, int(topk))]
         scores, labels, boxes = scores[order], labels[order], boxes[order]
-        categories = self.categories_of(labels.tolist())
-        names = [self.category_names.get(c, str(c)) for c in categories]
+        names = [self.category_names.get(int(c), str(int(c))) for c in labels.tolist()]
         return Detections(boxes.numpy().astype(np.float32), scores.numpy().astype(np.float32),
-                          np.asarray(categories, dtype=np.int64), names, (h, w))
-
-    def categories_of(self, labels: Sequence[int]) -> List[int]:
-        """The dataset's category ids for the model's labels (the same ids unless the
-        model predicts contiguous 0..K-1 classes)."""
-        if self.label_to_category is None:
-            return [int(v) for v in labels]
-        table = self.label_to_category
-        return [int(table[v]) if 0 <= v < len(table) else int(v) for v in labels]
+                          labels.numpy().astype(np.int64), names, (h, w))
 
 
 def category_names_for(args: Any) -> Dict[int, str]:
-    """{category id: name} recorded with the run, else read from the dataset it names."""
+    """{category id: name} recorded with the run, else read from the dataset it names, else
+    COCO's names for a COCO-shaped model (91 ids, or 80 contiguous classes)."""
     recorded = getattr(args, "category_names", None)
     if isinstance(recorded, Mapping) and recorded:
         return {int(k): str(v) for k, v in recorded.items()}
+    from_dataset = _names_from_dataset(args)
+    if from_dataset:
+        return from_dataset
+    classes = int(getattr(args, "num_classes", 0))
+    if classes == 91 or (classes == 80 and getattr(args, "contiguous_category_ids", False)):
+        from util.class_transfer import COCO_CATEGORIES
+        return dict(COCO_CATEGORIES)
+    return {}
+
+
+def _names_from_dataset(args: Any) -> Dict[int, str]:
     coco_path = getattr(args, "coco_path", None)
     if isinstance(coco_path, str) and coco_path:
         import json
@@ -208,8 +221,26 @@ def category_names_for(args: Any) -> Dict[int, str]:
 
 
 def label_map_for(args: Any) -> Optional[List[int]]:
-    """Category id of each model label for models trained on contiguous labels, else None."""
+    """Category id of each model label for models trained on contiguous labels, else None.
+    A contiguous 80-class model that records no mapping (a released detrex checkpoint) is COCO's."""
     table = getattr(args, "label_to_category_id", None)
     if table:
         return [int(v) for v in table]
+    if getattr(args, "contiguous_category_ids", False) and int(getattr(args, "num_classes", 0)) == 80:
+        from util.class_transfer import COCO_CATEGORIES
+        return [cid for cid, _ in COCO_CATEGORIES]
     return None
+
+
+def _config_suggestion(checkpoint: Mapping[str, Any]) -> str:
+    """For a released checkpoint that records no settings: which config to pass."""
+    try:
+        from models.dino.checkpoint_layouts import detect_layout, detrex_facts
+        if detect_layout(checkpoint["model"], checkpoint) != "detrex":
+            return " (released checkpoints: docs/MODEL_ZOO.md names the config of each)"
+        from tools.convert_checkpoint import find_config
+        path = os.path.relpath(find_config(detrex_facts(checkpoint["model"])))
+        return (f" (it is a detrex checkpoint; its model matches {path} or a sibling of it in "
+                f"docs/MODEL_ZOO.md: pick the row you downloaded)")
+    except Exception:  # noqa: BLE001 - a suggestion only
+        return " (released checkpoints: docs/MODEL_ZOO.md names the config of each)"

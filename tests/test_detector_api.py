@@ -206,3 +206,22 @@ def test_timm_backbones_get_timm_weights(monkeypatch):
     own = body.state_dict()
     matched = [k for k, v in own.items() if any(torch.equal(v, r) for r in reference.values() if r.shape == v.shape)]
     assert len(matched) >= len(own) - 8  # all but the detector's own output norms
+
+
+def test_released_detrex_checkpoint_runs_with_its_config(tmp_path):
+    """A detrex-layout file (no recorded settings): converted on load, labels are COCO's ids and names."""
+    from test_detrex_checkpoints import CONFIG, TINY, tiny_detrex_checkpoint
+    from detector import Detector
+    from util.class_transfer import COCO_CATEGORIES
+    from util.slconfig import ConfigError
+    path = tmp_path / "dino_r50_4scale_12ep.pth"
+    tiny_detrex_checkpoint(path, num_classes=80)
+    with pytest.raises(ConfigError, match="config"):
+        Detector.from_checkpoint(str(path), device="cpu")
+    options = {k: v for k, v in (o.split("=", 1) for o in TINY)}
+    detector = Detector.from_checkpoint(str(path), config=os.path.join(REPO, CONFIG), options=options, device="cpu")
+    image = Image.new("RGB", (120, 90), (90, 140, 60))
+    result = detector(image, threshold=0.0, topk=50)
+    coco = dict(COCO_CATEGORIES)
+    assert len(result) == 50 and set(result.labels.tolist()) <= set(coco)
+    assert all(name == coco[int(c)] for name, c in zip(result.names, result.labels))
