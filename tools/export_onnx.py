@@ -5,8 +5,13 @@
         --output demo_output/dino_demo.onnx
     python tools/export_onnx.py -c config/DINO/DINO_demo.py --checkpoint demo_output/checkpoint.pth \\
         --output demo_output/dino_demo_post.onnx --postprocess --val data/synthetic_shapes --val-images 20
-    python tools/export_onnx.py -c config/DINO/DINO_4scale.py --checkpoint checkpoint0033_4scale.pth \\
-        --output dino_r50.onnx --size 800 1333
+    python tools/export_onnx.py -c config/DINO/DINO_demo.py --checkpoint demo_output/checkpoint.pth \\
+        --output demo_output/dino_demo.onnx --overwrite --size 160 224 --check-sizes 128 160 192 144
+
+Run the result without PyTorch (numpy, pillow and onnxruntime only):
+
+    python -c "from deploy.onnx_detector import OnnxDetector; import glob; \\
+        print(OnnxDetector('demo_output/dino_demo.onnx')(sorted(glob.glob('data/synthetic_shapes/val2017/*'))[:2], threshold=0.3))"
 
 The graph (opset 18, plain ONNX ops, docs/EXPORT.md):
   input   images       float32 [N, 3, H, W], ImageNet-normalized RGB; N, H, W dynamic. Images of
@@ -72,6 +77,9 @@ def build_model(config: str, options: Optional[Dict[str, Any]], checkpoint: str,
     key = "ema_model" if use_ema else "model"
     if key not in ckpt:
         raise ExportError(f"--checkpoint {checkpoint} has no '{key}' weights" + (" (drop --use-ema)" if use_ema else ""))
+    saved = ckpt.get("args")
+    if not getattr(args, "category_names", None) and getattr(saved, "category_names", None):
+        args.category_names = saved.category_names  # main.py stores the dataset's class names
     model, _criterion, postprocessors = build_model_main(args)
     load_model_weights(model, ckpt[key], checkpoint, "--checkpoint", strict=True)
     return model.eval(), postprocessors["bbox"], args

@@ -100,6 +100,8 @@ def export_onnx(model: nn.Module, path: str, example: Tensor, num_select: Option
     with torch.no_grad(), warnings.catch_warnings():
         # the tracer warns about every Python bool taken from a shape; none of them depends on the image size
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # the TorchScript-based exporter is chosen on purpose (docs/EXPORT.md, "Exporter")
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
         torch.onnx.export(wrapper, args, path, input_names=inputs, output_names=outputs, dynamic_axes=axes,
                           opset_version=opset, dynamo=False, do_constant_folding=True)
     if not os.path.isfile(path):

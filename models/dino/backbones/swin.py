@@ -83,8 +83,9 @@ def relative_position_index(window: int) -> Tensor:
 def shifted_window_mask(height: int, width: int, window: int, shift: int, device) -> Tensor:
     """[num_windows, w*w, w*w] additive mask (0 / -100) that keeps cyclically shifted
     windows from attending across the regions the roll brought together."""
-    hp = -(-height // window) * window
-    wp = -(-width // window) * window
+    # ceil as (n + w - 1) // w: an exported graph divides integers truncating, so -(-n // w) would not round up
+    hp = (height + window - 1) // window * window
+    wp = (width + window - 1) // window * window
     region = torch.zeros(hp, wp, device=device)
     cuts = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
     label = 0

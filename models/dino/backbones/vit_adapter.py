@@ -93,7 +93,9 @@ class RatioMSDeformAttn(MSDeformAttn):
 
 
 def _level_start(shapes: Shapes, device) -> Tuple[Tensor, Tensor]:
-    spatial = torch.as_tensor(shapes, dtype=torch.long, device=device)
+    # stacked, not torch.as_tensor(shapes): traced for ONNX export, the sizes stay dynamic
+    spatial = torch.stack([torch.stack([torch.as_tensor(h), torch.as_tensor(w)]) for h, w in shapes])
+    spatial = spatial.to(device=device, dtype=torch.long)
     start = torch.cat([spatial.new_zeros(1), spatial.prod(1).cumsum(0)[:-1]])
     return spatial, start
 

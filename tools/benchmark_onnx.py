@@ -1,0 +1,99 @@
+#!/usr/bin/env python
+"""Whole-detector speed: ONNX Runtime (CPU) against this project's PyTorch CPU path.
+
+    python tools/benchmark_onnx.py                                   # DINO-R50-4scale, 800x1333, batch 1
+    python tools/benchmark_onnx.py -c config/DINO/DINO_demo.py --size 128 160 --repeats 5
+
+Builds the config with seeded random weights (speed does not depend on their
+values), exports it with models/dino/export.py (traced at a small size; H and W
+are dynamic), then runs the same image through PyTorch (eval, no_grad, the
+compiled MultiScaleDeformableAttention op when built, as tools/inference.py
+would) and through ONNX Runtime, interleaved run by run after one warm-up each,
+and prints the median times and their ratio. Both use --threads threads.
+"""
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def build(config: str, options) -> torch.nn.Module:
+    from main import apply_config, build_model_main, get_args_parser, load_config
+
+    args = get_args_parser().parse_args(["-c", config, "--device", "cpu"])
+    args.options = options or None
+    cfg, _ = load_config(args)
+    apply_config(cfg, args)
+    args.device = "cpu"
+    torch.manual_seed(0)
+    model, _, _ = build_model_main(args)
+    return model.eval()
+
+
+def main(argv=None) -> int:
+    from util.slconfig import DictAction
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-c", "--config_file", default="config/DINO/DINO_4scale.py")
+    p.add_argument("--options", nargs="+", action=DictAction, default={})
+    p.add_argument("--size", type=int, nargs=2, default=[800, 1333], metavar=("H", "W"))
+    p.add_argument("--export-size", type=int, nargs=2, default=[320, 480], metavar=("H", "W"))
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    opt = p.parse_args(argv)
+
+    import onnxruntime as ort
+
+    from models.dino import ops
+    from models.dino.export import export_onnx
+    from tools.export_onnx import rows_matched
+
+    torch.set_num_threads(opt.threads)
+    model = build(opt.config_file, opt.options)
+    image = torch.randn(3, *opt.size, generator=torch.Generator().manual_seed(1))
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.onnx")
+        start = time.perf_counter()
+        export_onnx(model, path, torch.randn(1, 3, *opt.export_size))
+        print(f"exported in {time.perf_counter() - start:.0f} s")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = opt.threads
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+        def run_torch():
+            with torch.no_grad():
+                return model([image])
+
+        def run_ort():
+            return session.run(["pred_logits", "pred_boxes"], {"images": image[None].numpy()})
+
+        runners = {"pytorch": run_torch, "onnxruntime": run_ort}
+        ref, got = run_torch(), run_ort()  # warm-up
+        ref_rows = np.concatenate([ref["pred_logits"][0].numpy(), ref["pred_boxes"][0].numpy()], -1)
+        matched = rows_matched(ref_rows, np.concatenate([got[0][0], got[1][0]], -1))
+        times = {name: [] for name in runners}
+        for _ in range(opt.repeats):
+            for name, fn in runners.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"{opt.config_file} {opt.size[0]}x{opt.size[1]}, batch 1, {opt.threads} threads, median of {opt.repeats} "
+          f"(PyTorch MSDeformAttn path: {ops.backend('cpu')}; ONNX Runtime {ort.__version__})")
+    for name in runners:
+        runs = ", ".join(f"{t:.2f}" for t in times[name])
+        print(f"  {name:12} {med[name]:7.2f} s/image  (runs: {runs})")
+    print(f"  ratio PyTorch / ONNX Runtime: {med['pytorch'] / med['onnxruntime']:.2f}x; "
+          f"query rows matched (as the parity checker): {matched:.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
