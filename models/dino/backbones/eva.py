@@ -58,7 +58,7 @@ class EVA02ViT(PlainViT):
         from timm.layers import LayerNorm
         from timm.models.eva import EvaBlock
 
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
         self.blocks = nn.ModuleList([
             EvaBlock(dim=embed_dim, num_heads=num_heads, qkv_bias=True, qkv_fused=qkv_fused, mlp_ratio=mlp_ratio,
                      swiglu_mlp=True, scale_mlp=scale_mlp, num_prefix_tokens=0, drop_path=rates[i],

@@ -238,7 +238,7 @@ class WindowedViT(PlainViT):
         from timm.layers import Mlp
         from timm.models.vision_transformer_sam import Block
 
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
         self.blocks = nn.ModuleList([
             Block(dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
                   init_values=init_values, drop_path=rates[i], act_layer=act_layer,
