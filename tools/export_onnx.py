@@ -186,7 +186,14 @@ def compare(session, model: torch.nn.Module, batches: Sequence[Sequence[torch.Te
         with torch.no_grad():
             ref = model(images)
         ref_logits, ref_boxes = ref["pred_logits"].numpy(), ref["pred_boxes"].numpy()
-        logits, boxes = session.run(["pred_logits", "pred_boxes"], {"images": padded.numpy(), **_extra_feeds(session, padded)})
+        try:
+            logits, boxes = session.run(["pred_logits", "pred_boxes"],
+                                        {"images": padded.numpy(), **_extra_feeds(session, padded)})
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own error types
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise ExportError(f"ONNX Runtime could not run the exported graph on a batch of {len(images)} padded to "
+                              f"{padded.shape[2]}x{padded.shape[3]} ({first}); the graph of this config does not "
+                              f"generalise from the export size (docs/EXPORT.md, Limits); nothing was written") from None
         for i, img in enumerate(images):
             rows_ref = np.concatenate([ref_logits[i], ref_boxes[i]], -1)
             rows_got = np.concatenate([logits[i], boxes[i]], -1)
