@@ -18,11 +18,13 @@ column is taken for padding.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from util.misc import NestedTensor
@@ -58,6 +60,33 @@ def topk_detections(logits: Tensor, boxes: Tensor, orig_sizes: Tensor, num_selec
     img_h, img_w = orig_sizes.to(xyxy.dtype).unbind(1)
     scale = torch.stack([img_w, img_h, img_w, img_h], 1)[:, None, :]
     return scores, labels, xyxy * scale
+
+
+def _rel_pos_from_tensors(q_size, k_size, rel_pos: Tensor) -> Tensor:
+    """timm's `get_rel_pos` for self-attention (q_size == k_size), with the table size taken from
+    the traced sizes: timm's version reads them as Python ints, which a trace freezes."""
+    size = 2 * q_size - 1
+    table = F.interpolate(rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1), size=size, mode="linear")
+    table = table.reshape(-1, size).permute(1, 0)
+    coords = torch.arange(q_size)[:, None] - torch.arange(k_size)[None, :] + (k_size - 1)
+    return table[coords]
+
+
+@contextlib.contextmanager
+def traceable_backbones():
+    """While exporting, swap library code that freezes image sizes in a trace for tensor versions
+    (ViTDet / EVA relative position tables of timm's SAM-style blocks)."""
+    try:
+        import timm.models.vision_transformer_sam as sam
+    except ImportError:
+        yield
+        return
+    original = sam.get_rel_pos
+    sam.get_rel_pos = _rel_pos_from_tensors
+    try:
+        yield
+    finally:
+        sam.get_rel_pos = original
 
 
 class ExportWrapper(nn.Module):
@@ -97,7 +126,7 @@ def export_onnx(model: nn.Module, path: str, example: Tensor, num_select: Option
         outputs += ["scores", "labels", "boxes"]
         axes.update({"orig_sizes": {0: "batch"}, "scores": {0: "batch"}, "labels": {0: "batch"},
                      "boxes": {0: "batch"}})
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), traceable_backbones():
         # the tracer warns about every Python bool taken from a shape; none of them depends on the image size
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         # the TorchScript-based exporter is chosen on purpose (docs/EXPORT.md, "Exporter")

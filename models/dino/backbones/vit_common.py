@@ -65,7 +65,7 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     """Zero-pad an image batch on the bottom/right to a multiple of `multiple`."""
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
+    if ph or pw or torch.jit.is_tracing():  # a traced graph must pad whatever the traced size was
         x = F.pad(x, (0, pw, 0, ph))
     return x
 
@@ -73,7 +73,8 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
 def crop_levels(features: Sequence[Tensor], strides: Sequence[int], image_hw: Tuple[int, int]) -> List[Tensor]:
     """Cut each map to ceil(image size / stride), dropping what only saw internal padding."""
     h, w = image_hw
-    return [f[..., :math.ceil(h / s), :math.ceil(w / s)] for f, s in zip(features, strides)]
+    # integer ceil, not math.ceil: traced for ONNX export, the sizes stay dynamic
+    return [f[..., :(h + s - 1) // s, :(w + s - 1) // s] for f, s in zip(features, strides)]
 
 
 def level_stride(patch_size: int, index: int) -> int:
