@@ -79,6 +79,9 @@ class Detector:
         self.category_names: Dict[int, str] = dict(category_names or {})
         self.device = next(model.parameters()).device
         self.amp = amp
+        if amp:
+            from util.precision import use_channels_last
+            use_channels_last(self.model, self.device, amp)  # measured to pay under bfloat16 (docs/OPS.md)
         self._transform = make_coco_transforms("val", args)
 
     # ------------------------------------------------------------------ loading
@@ -157,14 +160,10 @@ class Detector:
         return [self._finish(r, p, threshold, topk, nms) for r, p in zip(raw, pictures)]
 
     def _autocast(self):
-        from contextlib import nullcontext
-        if not self.amp:
-            return nullcontext()
-        try:
-            from util.precision import inference_autocast
-        except ImportError:
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return inference_autocast(self.device, True)
+        """bfloat16 autocast on a CPU with native bfloat16 (float16 on CUDA) when `amp`; the
+        choice is logged once, and a CPU without bfloat16 runs float32 (util/precision.py)."""
+        from util.precision import inference_autocast
+        return inference_autocast(self.device, self.amp)
 
     def _finish(self, result: Mapping[str, torch.Tensor], picture: Image.Image, threshold: float,
                 topk: Optional[int], nms: Optional[float]) -> Detections:

@@ -225,3 +225,18 @@ def test_released_detrex_checkpoint_runs_with_its_config(tmp_path):
     coco = dict(COCO_CATEGORIES)
     assert len(result) == 50 and set(result.labels.tolist()) <= set(coco)
     assert all(name == coco[int(c)] for name, c in zip(result.names, result.labels))
+
+
+def test_amp_runs_bf16_where_the_cpu_has_it(trained):
+    """--amp / amp=True: bfloat16 autocast on a CPU with native bfloat16, float32 elsewhere; same kind of result."""
+    from detector import Detector
+    from util.precision import autocast_dtype
+    checkpoint, coco = trained
+    image = sorted((coco / "val2017").iterdir())[0]
+    plain = Detector.from_checkpoint(str(checkpoint), device="cpu")(str(image), threshold=0.0)
+    mixed = Detector.from_checkpoint(str(checkpoint), device="cpu", amp=True)(str(image), threshold=0.0)
+    assert len(mixed) == len(plain) and np.isfinite(mixed.boxes).all() and mixed.boxes.dtype == np.float32
+    if autocast_dtype(torch.device("cpu"), True) is None:  # no native bfloat16: exactly float32
+        np.testing.assert_allclose(mixed.scores, plain.scores, atol=1e-6)
+    else:  # bfloat16 keeps about 3 significant digits
+        assert abs(float(mixed.scores[0]) - float(plain.scores[0])) < 0.05
