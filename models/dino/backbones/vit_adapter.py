@@ -328,7 +328,8 @@ class ViTAdapterBody(nn.Module):
                 maps[level] = m + (vit if level == 2 else
                                    F.interpolate(vit, size=m.shape[-2:], mode="bilinear", align_corners=False))
         outs = [self.norms[str(i)](maps[i]) for i in self.levels]
-        return [o[..., :math.ceil(image_hw[0] / s), :math.ceil(image_hw[1] / s)] for o, s in zip(outs, self.strides)]
+        # integer ceil, not math.ceil: traced for ONNX export, the sizes stay dynamic
+        return [o[..., :(image_hw[0] + s - 1) // s, :(image_hw[1] + s - 1) // s] for o, s in zip(outs, self.strides)]
 
 
 # shapes and ViT-Adapter (DINOv2, Mask R-CNN 3x) defaults; g has no published adapter config: its
