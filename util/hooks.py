@@ -24,10 +24,9 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set
 
+from datasets.coco_eval import STAT_NAMES  # names of the 12 COCO numbers
 from util.trainer import HookBase
 
-STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
-              "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
 _LAYER_TERM = re.compile(r"_(\d+|interm)$")
 
 
