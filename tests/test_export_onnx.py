@@ -7,7 +7,10 @@ ONNX Runtime's outputs are compared with PyTorch's as the parity checker does
 (rows matched as sets, tolerance 1e-3) at two sizes other than the export size,
 batch 1 and a padded batch 2 of different sizes.
 """
+import contextlib
+import io
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -213,7 +216,8 @@ def test_r50_postprocessed_outputs_equal_postprocess(r50):
 # the demo config, and the deployment detector
 # --------------------------------------------------------------------------- #
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo_run(tmp_path_factory):
+    """The demo config exported by the tool, with --val on a tiny synthetic COCO folder; (folder, stdout)."""
     if not HAVE_ORT:
         pytest.skip("onnx/onnxruntime not installed (pip install -r requirements-export.txt)")
     from main import build_model_main
@@ -232,9 +236,28 @@ def demo(tmp_path_factory):
     folder = tmp_path_factory.mktemp("demo")
     torch.save({"model": model.state_dict()}, folder / "checkpoint.pth")
     path = folder / "dino_demo.onnx"
-    assert export_tool(["-c", os.path.join(REPO, "config/DINO/DINO_demo.py"), "--checkpoint",
-                        str(folder / "checkpoint.pth"), "--output", str(path)]) == 0
-    return model, post["bbox"], args, path
+    coco = folder / "shapes"
+    subprocess.run([sys.executable, os.path.join(REPO, "tools", "make_synthetic_coco.py"), "--out", str(coco),
+                    "--num-train", "2", "--num-val", "3", "--min-size", "128", "--max-size", "160", "--classes", "5"],
+                   check=True, capture_output=True)
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        assert export_tool(["-c", os.path.join(REPO, "config/DINO/DINO_demo.py"), "--checkpoint",
+                            str(folder / "checkpoint.pth"), "--output", str(path), "--val", str(coco)]) == 0
+    return (model, post["bbox"], args, path), buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def demo(demo_run):
+    return demo_run[0]
+
+
+def test_tool_prints_its_check_and_coco_ap(demo_run):
+    out = demo_run[1]
+    checks = [line for line in out.splitlines() if "top-100 detections matched" in line]
+    assert len(checks) == 4 and all(line.strip().startswith("ok") for line in checks)  # 2 sizes + batch of 2
+    table = out[out.index("COCO box AP on 3 images"):].splitlines()
+    assert table[2].split()[0] == "pytorch" and table[3].split()[0] == "onnx" and len(table[3].split()) == 7
 
 
 @pytest.mark.parametrize("sizes", [[(112, 144)], [(140, 104)], [(112, 144), (140, 104)]],

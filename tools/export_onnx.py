@@ -273,7 +273,7 @@ def coco_ap(session, model: torch.nn.Module, postprocessor, args: argparse.Names
     keys = ("AP", "AP50", "AP75", "APs", "APm", "APl")
     lines = [f"COCO box AP on {count} images of {coco_dir} val2017:", f"{'':12}" + "".join(f"{k:>8}" for k in keys)]
     for name in ("pytorch", "onnx"):
-        lines.append(f"{name:12}" + "".join(f"{100 * v:8.2f}" for v in stats[name][:6]))
+        lines.append(f"{name:12}" + "".join(f"{100 * v:8.2f}" if v >= 0 else f"{'n/a':>8}" for v in stats[name][:6]))
     return lines
 
 
