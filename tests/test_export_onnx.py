@@ -129,6 +129,7 @@ def test_batched_topk_equals_postprocess():
         assert torch.allclose(ref["boxes"], boxes[i], atol=1e-4)
 
 
+@needs_ort
 def test_tool_refuses_to_overwrite_inputs_and_existing_files(tmp_path, capsys):
     ckpt = tmp_path / "checkpoint.pth"
     ckpt.write_bytes(b"not used")
