@@ -46,7 +46,8 @@ from PIL import Image
 ImageLike = Union[str, Image.Image, np.ndarray]
 DEFAULT_META = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
                 "resize": {"mode": "shorter", "size": 800, "max_size": 1333},
-                "num_select": 300, "nms_iou_threshold": -1.0, "clip_boxes": False, "category_names": {}}
+                "num_select": 300, "nms_iou_threshold": -1.0, "clip_boxes": False, "category_names": {},
+                "label_to_category_id": None}
 
 
 def resized_hw(width: int, height: int, resize: Dict[str, Any]) -> Tuple[int, int]:
@@ -164,7 +165,13 @@ class OnnxDetector:
             keep = nms(xyxy, scores, iou)
             scores, labels, xyxy = scores[keep], labels[keep], xyxy[keep]
         ok = scores >= threshold
-        return {"boxes": xyxy[ok], "scores": scores[ok].astype(np.float32), "labels": labels[ok].astype(np.int64)}
+        labels = labels[ok].astype(np.int64)
+        table = self.meta.get("label_to_category_id")
+        if table:  # a model trained on contiguous labels 0..K-1: report the dataset's category ids
+            table = np.asarray(table, dtype=np.int64)
+            known = labels < len(table)
+            labels = np.where(known, table[np.minimum(labels, len(table) - 1)], labels)
+        return {"boxes": xyxy[ok], "scores": scores[ok].astype(np.float32), "labels": labels}
 
 
 def _as_pil(image: ImageLike) -> Image.Image:

@@ -288,3 +288,16 @@ def test_photos_are_read_upright(tmp_path, tiny_checkpoint):
         assert drawn.size == (96, 120)
     det = json.loads((out / "detections.json").read_text())["detections"][0]
     assert (det["width"], det["height"]) == (96, 120)
+
+
+def test_export_reads_the_checkpoint_settings(tmp_path, tiny_checkpoint):
+    """tools/export_onnx.py with no -c: the model and class names the checkpoint records."""
+    pytest.importorskip("onnxruntime")
+    from deploy.onnx_detector import OnnxDetector
+    from tools import export_onnx
+    out = tmp_path / "model.onnx"
+    assert export_onnx.main(["--checkpoint", str(tiny_checkpoint), "--output", str(out), "--size", "96", "128",
+                             "--check-sizes", "96", "144", "112", "96"]) == 0
+    runtime = OnnxDetector(str(out))
+    assert runtime.category_names == {1: "circle", 2: "square", 3: "triangle", 4: "star"}
+    assert runtime.meta["resize"] == {"mode": "shorter", "size": 96, "max_size": 128}

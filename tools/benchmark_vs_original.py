@@ -67,8 +67,8 @@ class OriginalCode:
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
-        """The original's modules in sys.modules, and its hard-coded moves to CUDA (`.cuda()`,
-        `.to('cuda')` in its denoising-query and loss code) kept on the CPU."""
+        """The original's modules in sys.modules, and its hard-coded moves to CUDA (its cuda calls
+        and moves to the GPU, in its denoising-query and loss code) kept on the CPU."""
         ours = {k: sys.modules.pop(k) for k in list(sys.modules) if _shared(k)}
         sys.modules.update(self.modules)
         sys.path.insert(0, self.root)

@@ -1,8 +1,7 @@
 #!/usr/bin/env python
 """Export a DINO checkpoint to ONNX and check the exported graph against PyTorch.
 
-    python tools/export_onnx.py -c config/DINO/DINO_demo.py --checkpoint demo_output/checkpoint.pth \\
-        --output demo_output/dino_demo.onnx
+    python tools/export_onnx.py --checkpoint demo_output/checkpoint.pth --output demo_output/dino_demo.onnx
     python tools/export_onnx.py -c config/DINO/DINO_demo.py --checkpoint demo_output/checkpoint.pth \\
         --output demo_output/dino_demo_post.onnx --postprocess --val data/synthetic_shapes --val-images 20
     python tools/export_onnx.py -c config/DINO/DINO_demo.py --checkpoint demo_output/checkpoint.pth \\
@@ -61,19 +60,19 @@ class ExportError(RuntimeError):
 # --------------------------------------------------------------------------- #
 # model
 # --------------------------------------------------------------------------- #
-def build_model(config: str, options: Optional[Dict[str, Any]], checkpoint: str, use_ema: bool = False):
-    """(model in eval mode on the CPU, postprocessor, args) for a config and a checkpoint."""
-    from main import apply_config, build_model_main, get_args_parser, load_config
-    from util.checkpoint import load_checkpoint, load_model_weights
+def build_model(config: Optional[str], options: Optional[Dict[str, Any]], checkpoint: str, use_ema: bool = False):
+    """(model in eval mode on the CPU, postprocessor, args) for a checkpoint: its settings from
+    `config` when given, else from what the checkpoint records (util/run_config.py)."""
+    from main import build_model_main
+    from util.checkpoint import in_project_layout, load_checkpoint, load_model_weights
+    from util.run_config import args_for_checkpoint
 
-    if not os.path.isfile(config):
+    if config and not os.path.isfile(config):
         raise ExportError(f"-c {config}: no such config file")
-    args = get_args_parser().parse_args(["-c", config, "--device", "cpu"])
-    args.options = options or None
-    cfg, _ = load_config(args)
-    apply_config(cfg, args)
-    args.device = "cpu"
     ckpt = load_checkpoint(checkpoint, what="--checkpoint")
+    args, _source = args_for_checkpoint(ckpt, checkpoint, config, options)
+    args.device = "cpu"
+    ckpt = in_project_layout(ckpt, checkpoint, "--checkpoint", args)  # detrex files: converted on load
     key = "ema_model" if use_ema else "model"
     if key not in ckpt:
         raise ExportError(f"--checkpoint {checkpoint} has no '{key}' weights" + (" (drop --use-ema)" if use_ema else ""))
@@ -97,8 +96,9 @@ def deploy_metadata(args: argparse.Namespace) -> Dict[str, Any]:
         resize = {"mode": "longest", "size": size}
     else:
         resize = {"mode": "shorter", "size": max(params.scales), "max_size": params.max_size}
-    names = getattr(args, "category_names", None) or {}
-    return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "resize": resize,
+    from detector import category_names_for, label_map_for
+    names = category_names_for(args)
+    return {"label_to_category_id": label_map_for(args),"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "resize": resize,
             "num_select": int(args.num_select), "nms_iou_threshold": float(getattr(args, "nms_iou_threshold", -1)),
             "clip_boxes": bool(getattr(args, "postprocess_clip_boxes", False)),
             "num_classes": int(args.num_classes), "num_queries": int(args.num_queries),
@@ -284,7 +284,8 @@ def get_parser() -> argparse.ArgumentParser:
     from util.slconfig import DictAction
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config_file", required=True, help="model config (the one used for training)")
+    p.add_argument("-c", "--config_file", default=None,
+                   help="model config (default: the settings the checkpoint records, or config_cfg.py beside it)")
     p.add_argument("--checkpoint", required=True, help="checkpoint file with 'model' weights (as main.py saves)")
     p.add_argument("--output", required=True, help="the .onnx file to write")
     p.add_argument("--options", nargs="+", action=DictAction, default={},
@@ -313,7 +314,7 @@ def run(opt: argparse.Namespace) -> int:
         raise ExportError(f"{exc.name} is not installed; install it with `pip install -r requirements-export.txt`")
     if opt.threads:
         torch.set_num_threads(opt.threads)
-    output = check_paths(opt.output, [opt.config_file, opt.checkpoint], opt.overwrite)
+    output = check_paths(opt.output, [p for p in (opt.config_file, opt.checkpoint) if p], opt.overwrite)
     model, postprocessor, args = build_model(opt.config_file, opt.options, opt.checkpoint, opt.use_ema)
     export_size, check_sizes = default_sizes(args)
     export_size = tuple(opt.size) if opt.size else export_size
@@ -324,7 +325,7 @@ def run(opt: argparse.Namespace) -> int:
     tmp = os.path.join(os.path.dirname(output), f".{os.path.basename(output)}.tmp-{os.getpid()}")
     try:
         start = time.time()
-        print(f"exporting {opt.config_file} at {export_size[0]}x{export_size[1]} ...", flush=True)
+        print(f"exporting {opt.config_file or opt.checkpoint} at {export_size[0]}x{export_size[1]} ...", flush=True)
         write_model(model, tmp, export_size, num_select, deploy_metadata(args))
         print(f"exported in {time.time() - start:.0f} s ({os.path.getsize(tmp) / 2**20:.1f} MiB)", flush=True)
         status = 0
