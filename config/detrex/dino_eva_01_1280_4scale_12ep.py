@@ -2,46 +2,18 @@
 # Global attention every 4th block, windows of 16, relative position biases, frozen patch embedding,
 # layer decay 0.9 over 40 blocks, backbone lr base 1e-4, activation checkpointing.
 # Pretrained weights: --options pretrained_backbone_path=/path/to/eva_o365.pth (EVA-01 Objects365 detector; its backbone is loaded) (or backbone_dir=DIR).
-_base_ = ['detrex_dino_base.py']
+_base_ = ['detrex_dino_eva_base.py']
 
-# detrex projects/dino_eva: every batch padded to a square of the backbone's size and the padding
-# masked, in training and evaluation alike
 pad_to_square = 1280
-eval_mask_padding = True
+lsj_size = 1280
 
 # backbone: EVA-01 giant plain ViT + ViTDet simple feature pyramid (models/dino/backbones/eva.py)
 backbone = 'eva01_giant'
-return_interm_indices = [1, 2, 3, 4]  # pyramid levels, strides 8/16/32/64
-num_feature_levels = 4
-backbone_freeze_keywords = None
-use_checkpoint = True  # activation checkpointing of the ViT blocks
-vit_img_size = 1280  # square input the rel-pos tables / global RoPE spacing are set for
-vit_pretrain_img_size = 224  # image size of the pretrained position embedding
-vit_patch_size = 16
-vit_window_size = 16
-vit_global_attn_indexes = [3, 7, 11, 15, 19, 23, 27, 31, 35, 39]  # blocks with global attention, the rest windowed
+use_checkpoint = True
+vit_img_size = 1280
+vit_global_attn_indexes = [3, 7, 11, 15, 19, 23, 27, 31, 35, 39]
 vit_drop_path_rate = 0.6
-vit_out_channels = 256  # simple feature pyramid width
 vit_use_rel_pos = True  # ViTDet decomposed relative position biases
 vit_freeze_patch_embed = True
-vit_patch_resample = 'bicubic'  # how a patch-14 kernel is resized to 16 on loading
-vit_depth = None  # None: the full trunk (tests use fewer blocks)
 
-# optimisation (detrex: AdamW, lr 1e-4, weight decay 1e-4 on every parameter, grad clip 0.1)
-lr = 0.0001
-lr_backbone = 1e-05  # used only when lr_layer_decay is None
-weight_decay = 0.0001
-lr_layer_decay = 0.9  # lr of block i = base * decay ** (L + 1 - (i + 1)); util/layer_decay.py
-lr_layer_decay_num_layers = None  # L; None: the trunk depth
-lr_layer_decay_backbone_lr = None  # base of the decayed backbone lr; None: lr
-lr_layer_decay_wd_policy = 'none'  # 'none' | 'vitdet' | 'beit' (weight-decay exemptions in the backbone)
-epochs = 12
-lr_drop = 11
-clip_max_norm = 0.1
-
-# data
-data_aug_type = 'lsj'  # large scale jitter, datasets/lsj.py
-lsj_size = 1280
-lsj_min_scale = 0.1
-lsj_max_scale = 2.0
-lsj_pad = True  # pad crops to lsj_size x lsj_size
+lr_layer_decay = 0.9
