@@ -94,6 +94,15 @@ def _object_array(items: Sequence[Any]) -> np.ndarray:
     return arr
 
 
+def gather_detections(local: Dict[int, np.ndarray]) -> Dict[int, np.ndarray]:
+    """Every process's {image id: detection rows}, one entry per image (call on all ranks)."""
+    merged: Dict[int, np.ndarray] = {}
+    for part in all_gather(local):
+        for image_id, rows in part.items():
+            merged.setdefault(image_id, rows)
+    return merged
+
+
 class CocoEvaluator:
     """Box AP of detections against a pycocotools COCO ground truth (see module doc).
 
@@ -187,11 +196,7 @@ class CocoEvaluator:
             ev.params.imgIds = [int(i) for i in ids]
             ev._paramsEval = copy.deepcopy(ev.params)
         if self.keep_results:
-            merged: Dict[int, np.ndarray] = {}
-            for part in all_gather(self._detections):
-                for image_id, rows in part.items():
-                    merged.setdefault(image_id, rows)
-            self._detections = merged
+            self._detections = gather_detections(self._detections)
         self._synchronized = True
 
     # ---------------------------------------------------------------- results

@@ -17,8 +17,7 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from datasets.coco_eval import (SUPPORTED_IOU_TYPES, _detections_array, _prepare_ground_truth, _rows_to_results,
-                                save_coco_results)
-from util.misc import all_gather
+                                gather_detections, save_coco_results)
 
 __all__ = ["FasterCocoEvaluator", "faster_coco_eval_available"]
 
@@ -64,11 +63,7 @@ class FasterCocoEvaluator:
 
     def synchronize_between_processes(self) -> None:
         """Gather every process's detections, one set per image id (call on all ranks)."""
-        merged: Dict[int, np.ndarray] = {}
-        for part in all_gather(self._detections):
-            for image_id, rows in part.items():
-                merged.setdefault(image_id, rows)
-        self._detections = merged
+        self._detections = gather_detections(self._detections)
         self._synchronized = True
 
     def accumulate(self) -> None:
