@@ -319,3 +319,17 @@ def test_export_refuses_eva_backbones_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "EVA backbones do not export" in err and "Traceback" not in err
     assert not (tmp_path / "eva.onnx").exists()
+
+
+def test_atomic_output_keeps_the_earlier_file_on_error(tmp_path):
+    from util.atomic import atomic_output, atomic_write_text
+    target = tmp_path / "detections.json"
+    atomic_write_text(str(target), "first\n")
+    with pytest.raises(RuntimeError):
+        with atomic_output(str(target)) as tmp:
+            with open(tmp, "w") as f:
+                f.write("half a fi")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "first\n" and sorted(os.listdir(tmp_path)) == ["detections.json"]
+    atomic_write_text(str(target), "second\n")
+    assert target.read_text() == "second\n"

@@ -112,15 +112,9 @@ def draw_sample(dataset, index: int, names: Dict[int, str], augment: bool):
 
 
 def save_png_atomic(image, path: str) -> None:
-    folder, name = os.path.split(path)
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
-    try:
+    from util.atomic import atomic_output
+    with atomic_output(path) as tmp:
         image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def browse(opts) -> List[str]:

@@ -96,6 +96,8 @@ def plan_outputs(inputs: Sequence[str], output_dir: str, overwrite: bool) -> Dic
 
 def write_json_atomic(path: str, payload: Dict[str, Any]) -> None:
     """Write `payload` atomically: settings indented, one line per entry of its lists."""
+    from util.atomic import atomic_write_text
+
     lines = []
     for key, value in payload.items():
         if isinstance(value, list):
@@ -103,27 +105,14 @@ def write_json_atomic(path: str, payload: Dict[str, Any]) -> None:
             lines.append(f" {json.dumps(key)}: [" + (f"\n{body}\n ]" if body else "]"))
         else:
             lines.append(f" {json.dumps(key)}: {json.dumps(value)}")
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write("{\n" + ",\n".join(lines) + "\n}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write_text(path, "{\n" + ",\n".join(lines) + "\n}\n")
 
 
 def save_picture_atomic(picture, path: str) -> None:
     """Save a PIL image so that `path` is either absent or complete."""
-    tmp = f"{path}.tmp{os.getpid()}.png"
-    try:
+    from util.atomic import atomic_output
+    with atomic_output(path) as tmp:
         picture.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # --------------------------------------------------------------------------- running

@@ -124,17 +124,9 @@ def plot(runs: Sequence[Tuple[str, List[dict]]]):
 
 
 def save_atomic(fig, out: str, ext: str) -> None:
-    folder, name = os.path.split(os.path.abspath(out))
-    tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            fig.savefig(f, format=ext[1:], dpi=100)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from util.atomic import atomic_output
+    with atomic_output(out) as tmp:
+        fig.savefig(tmp, format=ext[1:], dpi=100)
 
 
 def run(argv: Sequence[str] = None) -> int:

@@ -2,10 +2,12 @@
 ships its own ffmpeg binary, so nothing else needs installing).
 
 The annotated video is written to a temporary file beside the output and moved
-into place when complete, so an interrupted run leaves no half-written video.
+into place when complete (util/atomic.py), so an interrupted run leaves no
+half-written video.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Dict, List, Optional
 
@@ -33,34 +35,28 @@ def annotate_video(detector, path: str, out_path: Optional[str], threshold: floa
     import imageio.v2 as imageio
     from tqdm import tqdm
 
+    from util.atomic import atomic_output
     from util.visualizer import draw_detections
 
     reader = _reader(path)
     meta = reader.get_meta_data()
     fps = float(meta.get("fps") or 25.0)
     total = reader.count_frames() if hasattr(reader, "count_frames") else None
-    tmp = f"{out_path}.tmp{os.getpid()}.mp4" if out_path else None
-    writer = imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", macro_block_size=2,
-                                ffmpeg_log_level="error") if tmp else None
     frames: List[Dict[str, Any]] = []
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(reader.close)
+        writer = None
+        if out_path:
+            tmp = stack.enter_context(atomic_output(out_path))  # renamed onto out_path once complete
+            writer = imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", macro_block_size=2,
+                                        ffmpeg_log_level="error")
+            stack.callback(writer.close)  # runs first on exit: the file is complete before the rename
         for index, array in enumerate(tqdm(reader, total=total, desc=os.path.basename(path), unit="frame",
                                            disable=not progress, leave=False)):
             image = Image.fromarray(np.asarray(array)[:, :, :3])
             result = detector(image, threshold=threshold, topk=topk, nms=nms)
             frames.append({"frame": index, "time": round(index / fps, 3), **result.to_dict()})
             if writer is not None:
-                picture = draw_detections(image, result.boxes, result.labels, result.scores,
-                                          detector.category_names)
-                writer.append_data(np.asarray(picture))
-        if writer is not None:
-            writer.close()
-            writer = None
-            os.replace(tmp, out_path)
-    finally:
-        reader.close()
-        if writer is not None:
-            writer.close()
-        if tmp and os.path.exists(tmp):
-            os.remove(tmp)
+                writer.append_data(np.asarray(draw_detections(image, result.boxes, result.labels, result.scores,
+                                                              detector.category_names)))
     return frames
