@@ -18,7 +18,7 @@ import contextlib
 import copy
 import io
 import json
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -94,6 +94,16 @@ def _object_array(items: Sequence[Any]) -> np.ndarray:
     return arr
 
 
+def checked_iou_types(iou_types: Sequence[str]) -> Tuple[str, ...]:
+    """`iou_types` as a tuple (a single string allowed); ValueError for one this code does not evaluate."""
+    if isinstance(iou_types, str):
+        iou_types = (iou_types,)
+    unsupported = [t for t in iou_types if t not in SUPPORTED_IOU_TYPES]
+    if unsupported:
+        raise ValueError(f"iou types {unsupported} are not supported (only {SUPPORTED_IOU_TYPES})")
+    return tuple(iou_types)
+
+
 def gather_detections(local: Dict[int, np.ndarray]) -> Dict[int, np.ndarray]:
     """Every process's {image id: detection rows}, one entry per image (call on all ranks)."""
     merged: Dict[int, np.ndarray] = {}
@@ -112,13 +122,8 @@ class CocoEvaluator:
 
     def __init__(self, coco_gt: COCO, iou_types: Sequence[str] = ("bbox",), useCats: bool = True,
                  keep_results: bool = True):
-        if isinstance(iou_types, str):
-            iou_types = (iou_types,)
-        unsupported = [t for t in iou_types if t not in SUPPORTED_IOU_TYPES]
-        if unsupported:
-            raise ValueError(f"iou types {unsupported} are not supported (only {SUPPORTED_IOU_TYPES})")
         self.coco_gt = _prepare_ground_truth(coco_gt)
-        self.iou_types = tuple(iou_types)
+        self.iou_types = checked_iou_types(iou_types)
         self.use_cats = useCats
         self.keep_results = keep_results
         self.coco_eval: Dict[str, COCOeval] = {}

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Sequence
 import numpy as np
 from pycocotools.coco import COCO
 
-from datasets.coco_eval import (SUPPORTED_IOU_TYPES, _detections_array, _prepare_ground_truth, _rows_to_results,
+from datasets.coco_eval import (_detections_array, _prepare_ground_truth, _rows_to_results, checked_iou_types,
                                 gather_detections, save_coco_results)
 
 __all__ = ["FasterCocoEvaluator", "faster_coco_eval_available"]
@@ -37,15 +37,10 @@ class FasterCocoEvaluator:
                  keep_results: bool = True):
         from faster_coco_eval import COCO as FasterCOCO
 
-        if isinstance(iou_types, str):
-            iou_types = (iou_types,)
-        unsupported = [t for t in iou_types if t not in SUPPORTED_IOU_TYPES]
-        if unsupported:
-            raise ValueError(f"iou types {unsupported} are not supported (only {SUPPORTED_IOU_TYPES})")
+        self.iou_types = checked_iou_types(iou_types)
         self.coco_gt = _prepare_ground_truth(coco_gt)
         with contextlib.redirect_stdout(io.StringIO()):
             self._gt = FasterCOCO(self.coco_gt.dataset)
-        self.iou_types = tuple(iou_types)
         self.use_cats = useCats
         self.keep_results = keep_results
         self.coco_eval: Dict[str, Any] = {}
