@@ -113,7 +113,24 @@ def gather_detections(local: Dict[int, np.ndarray]) -> Dict[int, np.ndarray]:
     return merged
 
 
-class CocoEvaluator:
+class DetectionResults:
+    """The results-file half shared by the evaluators: `self._detections` holds
+    {image id: detection rows} (every process's after synchronize)."""
+
+    _detections: Dict[int, np.ndarray]
+
+    def coco_results(self) -> List[Dict[str, Any]]:
+        """All detections seen (by every process after synchronize) as a COCO results list."""
+        results: List[Dict[str, Any]] = []
+        for image_id in sorted(self._detections):
+            results.extend(_rows_to_results(image_id, self._detections[image_id]))
+        return results
+
+    def save_results(self, path: str) -> None:
+        save_coco_results(self.coco_results(), path)
+
+
+class CocoEvaluator(DetectionResults):
     """Box AP of detections against a pycocotools COCO ground truth (see module doc).
 
     After `accumulate()`, `coco_eval['bbox'].stats` holds the 12 COCO numbers
@@ -223,15 +240,6 @@ class CocoEvaluator:
         """The 12 numbers of `summarize()` by name (after summarize)."""
         return dict(zip(STAT_NAMES, (float(v) for v in self.coco_eval[iou_type].stats)))
 
-    def coco_results(self) -> List[Dict[str, Any]]:
-        """All detections seen (by every process after synchronize) as a COCO results list."""
-        results: List[Dict[str, Any]] = []
-        for image_id in sorted(self._detections):
-            results.extend(_rows_to_results(image_id, self._detections[image_id]))
-        return results
-
-    def save_results(self, path: str) -> None:
-        save_coco_results(self.coco_results(), path)
 
 
 def _prepare_ground_truth(coco_gt: COCO) -> COCO:

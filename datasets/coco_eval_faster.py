@@ -16,8 +16,8 @@ from typing import Any, Dict, List, Mapping, Sequence
 import numpy as np
 from pycocotools.coco import COCO
 
-from datasets.coco_eval import (_detections_array, _prepare_ground_truth, _rows_to_results, checked_iou_types,
-                                gather_detections, save_coco_results)
+from datasets.coco_eval import (DetectionResults, _detections_array, _prepare_ground_truth, checked_iou_types,
+                                gather_detections)
 
 __all__ = ["FasterCocoEvaluator", "faster_coco_eval_available"]
 
@@ -30,7 +30,7 @@ def faster_coco_eval_available() -> bool:
     return True
 
 
-class FasterCocoEvaluator:
+class FasterCocoEvaluator(DetectionResults):
     """Box AP with faster-coco-eval (see module doc)."""
 
     def __init__(self, coco_gt: COCO, iou_types: Sequence[str] = ("bbox",), useCats: bool = True,
@@ -95,12 +95,3 @@ class FasterCocoEvaluator:
         for iou_type, ev in self.coco_eval.items():
             print(f"IoU metric: {iou_type}")
             ev.summarize()
-
-    def coco_results(self) -> List[Dict[str, Any]]:
-        results: List[Dict[str, Any]] = []
-        for image_id in sorted(self._detections):
-            results.extend(_rows_to_results(image_id, self._detections[image_id]))
-        return results
-
-    def save_results(self, path: str) -> None:
-        save_coco_results(self.coco_results(), path)
