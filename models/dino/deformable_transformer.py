@@ -55,9 +55,10 @@ class DeformableEncoder(nn.Module):
         """Centre of every token, normalized by its image's valid area: [B, tokens, levels, 2]."""
         points = []
         for level, (h, w) in enumerate(level_sizes(spatial_shapes)):
+            # arange + 0.5 equals linspace(0.5, h - 0.5, h) exactly; ONNX's linspace divides by h - 1 (NaN at h = 1)
             ys, xs = torch.meshgrid(
-                torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
-                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
+                torch.arange(h, dtype=torch.float32, device=device) + 0.5,
+                torch.arange(w, dtype=torch.float32, device=device) + 0.5,
                 indexing="ij",
             )
             ys = ys.reshape(-1)[None] / (valid_ratios[:, None, level, 1] * h)

@@ -81,9 +81,10 @@ def encoder_output_proposals(memory: Tensor, padding_mask: Tensor, spatial_shape
         mask = padding_mask[:, start:start + h * w].view(batch, h, w)
         valid_h = (~mask[:, :, 0]).sum(1)
         valid_w = (~mask[:, 0, :]).sum(1)
+        # arange, not linspace(0, h - 1, h) (equal values): ONNX's linspace divides by h - 1, NaN for 1-pixel levels
         ys, xs = torch.meshgrid(
-            torch.linspace(0, h - 1, h, dtype=torch.float32, device=memory.device),
-            torch.linspace(0, w - 1, w, dtype=torch.float32, device=memory.device),
+            torch.arange(h, dtype=torch.float32, device=memory.device),
+            torch.arange(w, dtype=torch.float32, device=memory.device),
             indexing="ij",
         )
         grid = torch.stack([xs, ys], -1)
