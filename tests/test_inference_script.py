@@ -303,24 +303,6 @@ def test_export_reads_the_checkpoint_settings(tmp_path, tiny_checkpoint):
     assert runtime.meta["resize"] == {"mode": "shorter", "size": 96, "max_size": 128}
 
 
-def test_export_refuses_eva_backbones_with_one_line(tmp_path, capsys):
-    """The exporter crashes on EVA detectors: the tool says so before trying, and writes nothing."""
-    from tools import export_onnx
-    pytest.importorskip("onnxruntime")
-    from helpers import build_args
-    from main import build_model_main
-    args = build_args("config/detrex/dino_eva_02_vitdet_b_4attn_1024_lrd0p7_4scale_12ep.py",
-                      ["backbone_pretrained=False", "pad_to_square=128", "vit_img_size=128", "lsj_size=128",
-                       "hidden_dim=32", "dim_feedforward=32", "enc_layers=1", "dec_layers=1", "num_queries=20",
-                       "num_select=20", "nheads=2"])
-    ckpt = tmp_path / "eva.pth"
-    torch.save({"model": build_model_main(args)[0].state_dict(), "args": args}, ckpt)
-    code = export_onnx.main(["--checkpoint", str(ckpt), "--output", str(tmp_path / "eva.onnx")])
-    err = capsys.readouterr().err
-    assert code == 2 and "EVA backbones do not export" in err and "Traceback" not in err
-    assert not (tmp_path / "eva.onnx").exists()
-
-
 def test_atomic_output_keeps_the_earlier_file_on_error(tmp_path):
     from util.atomic import atomic_output, atomic_write_text
     target = tmp_path / "detections.json"

@@ -51,7 +51,6 @@ import torch  # noqa: E402
 ROW_TOL = 1e-3            # as ../shared/parity/check.py: |a - b| <= tol * (1 + max|a|, |b|)
 MIN_ROWS_MATCHED = 0.90   # query rows (near-ties in query selection may reorder a few)
 MIN_TOP100_MATCHED = 0.95  # detections that count
-UNSUPPORTED_BACKBONES = ("eva01", "eva02")  # the TorchScript exporter segfaults on the full EVA detector
 
 
 class ExportError(RuntimeError):
@@ -317,10 +316,6 @@ def run(opt: argparse.Namespace) -> int:
         torch.set_num_threads(opt.threads)
     output = check_paths(opt.output, [p for p in (opt.config_file, opt.checkpoint) if p], opt.overwrite)
     model, postprocessor, args = build_model(opt.config_file, opt.options, opt.checkpoint, opt.use_ema)
-    if str(args.backbone).startswith(UNSUPPORTED_BACKBONES):
-        raise ExportError(f"backbone {args.backbone}: EVA backbones do not export to ONNX yet (PyTorch's exporter "
-                          f"crashes on them; docs/EXPORT.md). ResNet, Swin, ConvNeXt, FocalNet, InternImage, ViTDet "
-                          f"and ViT-Adapter configs export.")
     export_size, check_sizes = default_sizes(args)
     export_size = tuple(opt.size) if opt.size else export_size
     if opt.check_sizes:

@@ -119,8 +119,11 @@ class DINO(nn.Module):
         """Apply `pad_to_square` and, in eval, `eval_mask_padding=False` to a padded batch."""
         if self.pad_to_square:
             h, w = samples.tensors.shape[-2:]
-            side = max(self.pad_to_square, h, w)
-            if (h, w) != (side, side):
+            if torch.jit.is_tracing():  # ONNX export: h, w are traced sizes, which Python's max() would freeze
+                side = torch.clamp(torch.maximum(h, w), min=self.pad_to_square)
+            else:
+                side = max(self.pad_to_square, h, w)
+            if torch.jit.is_tracing() or (h, w) != (side, side):
                 samples = NestedTensor(F.pad(samples.tensors, (0, side - w, 0, side - h)),
                                        F.pad(samples.mask, (0, side - w, 0, side - h), value=True))
         if not self.training and not self.eval_mask_padding:

@@ -40,6 +40,22 @@ from .vit_common import (PlainViT, PyramidBody, WindowedViT, load_and_freeze, re
 __all__ = ["EVA02ViT", "EVA02_SPECS", "EVA01_SPEC", "build_eva02", "build_eva01"]
 
 
+def rope_table(h, w, step: float, head_dim: int, device: torch.device) -> Tensor:
+    """timm's `build_rotary_pos_embed(in_pixels=False, ref_feat_shape=[h * step, w * step])`, (sin, cos)
+    concatenated, for ONNX export: `h`, `w` may be traced sizes (0-dim tensors), and the (f0, f0, f1, f1, ...)
+    interleave is a stack, not timm's `repeat_interleave`, whose TorchScript-exporter form on traced sizes
+    crashes the exporter (segfault in its `permute` symbolic) or gives wrong reshapes."""
+    num_bands = head_dim // 4
+    bands = 1.0 / (10000.0 ** (torch.arange(num_bands, device=device).to(torch.float32) / num_bands))
+    axes = []
+    for n in (h, w):
+        size = torch.as_tensor(n, device=device).to(torch.float32)
+        axes.append(torch.arange(n, device=device).to(torch.float32) / size * (size * step))
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)  # h, w, 2
+    angles = (grid.unsqueeze(-1) * bands).flatten(-2).flatten(0, 1)  # h*w, 2 * num_bands
+    return torch.cat([torch.stack([t, t], -1).flatten(-2) for t in (angles.sin(), angles.cos())], -1)
+
+
 class EVA02ViT(PlainViT):
     """EVA-02 trunk: timm `EvaBlock`s with RoPE, windowed as in ViTDet.
 
@@ -72,6 +88,8 @@ class EVA02ViT(PlainViT):
 
     def rope(self, h: int, w: int, step: float, device: torch.device) -> Tensor:
         """Concatenated (sin, cos) rotary table (h*w, 2*head_dim) for a grid with token spacing `step`."""
+        if torch.jit.is_tracing():  # ONNX export: h, w are traced sizes; the table must follow them
+            return rope_table(h, w, step, self.head_dim, device)
         key = (h, w, step, str(device))
         table = self._rope_cache.get(key)
         if table is None:

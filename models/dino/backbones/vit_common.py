@@ -110,7 +110,8 @@ def resample_grid_embed(pos: Tensor, grid: Tuple[int, int], mode: str = "bicubic
     side = int(round(math.sqrt(n)))
     if side * side != n:
         raise ValueError(f"position embedding with {n} positions is not a square grid")
-    if (side, side) == tuple(grid):
+    # while tracing (ONNX export) always resample, the identity at the same size: the check would freeze the size
+    if not torch.jit.is_tracing() and (side, side) == tuple(grid):
         return pos
     x = pos.reshape(1, side, side, c).permute(0, 3, 1, 2)
     x = F.interpolate(x.float(), size=tuple(grid), mode=mode, align_corners=False).to(pos.dtype)
