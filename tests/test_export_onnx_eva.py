@@ -70,7 +70,7 @@ def eva02(tmp_path_factory):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         status = export_tool(["--checkpoint", str(folder / "checkpoint.pth"), "--output", str(folder / "eva02.onnx"),
-                              "--size", "128", "160", "--check-sizes", "96", "128", "160", "112", "--threads", "1"])
+                              "--size", "128", "160", "--check-sizes", "96", "128", "160", "112"])
     return model, folder / "eva02.onnx", status, out.getvalue()
 
 
