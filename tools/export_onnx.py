@@ -28,8 +28,11 @@ detections that agree (rows matched as sets, as the parity checker does), and th
 written only when they agree (exit status 1 otherwise). --val COCODIR also prints COCO box AP
 of ONNX Runtime beside PyTorch's on that folder's val2017 split.
 
-The output is written atomically (temporary file, then rename); an existing file is refused
-unless --overwrite, and the output may never be the config or the checkpoint.
+Graphs over protobuf's 2 GB (EVA-01 / ViT-g) keep their weights in OUTPUT.data beside the graph
+(ONNX external data, loaded by ONNX Runtime from the same folder); --external-data asks for that
+for any model. The output is written atomically (a temporary folder beside it, then renames: the
+data file first, the graph last); an existing file is refused unless --overwrite, and the output
+may never be the config or the checkpoint.
 Errors are one line and a non-zero exit status; --debug shows the traceback.
 """
 from __future__ import annotations
@@ -37,7 +40,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -120,32 +125,48 @@ def default_sizes(args: argparse.Namespace) -> Tuple[Tuple[int, int], List[Tuple
 def check_paths(output: str, inputs: Sequence[str], overwrite: bool) -> str:
     """Absolute output path after refusing to write over an input, an existing file (unless overwrite) or a folder."""
     out = os.path.abspath(output)
-    for path in inputs:
-        if path and os.path.exists(path) and os.path.exists(out) and os.path.samefile(path, out):
-            raise ExportError(f"--output {output} is an input of the export ({path}); choose another file")
+    for written in (out, out + ".data"):  # the graph and, for external weights, its data file
+        for path in inputs:
+            if path and os.path.exists(path) and os.path.exists(written) and os.path.samefile(path, written):
+                what = output if written == out else f"{output} (its weights file {written})"
+                raise ExportError(f"--output {what} is an input of the export ({path}); choose another file")
     if os.path.isdir(out):
         raise ExportError(f"--output {output} is a folder; give a file name such as {os.path.join(output, 'model.onnx')}")
-    if os.path.exists(out) and not overwrite:
-        raise ExportError(f"--output {output} exists; pass --overwrite to replace it, or choose another name")
+    for written in (out, out + ".data"):
+        if os.path.exists(written) and not overwrite:
+            raise ExportError(f"--output {output}: {written} exists; pass --overwrite to replace it, "
+                              f"or choose another name")
     if not os.path.isdir(os.path.dirname(out)):
         raise ExportError(f"--output {output}: folder {os.path.dirname(out)} does not exist; create it first")
     return out
 
 
-def write_model(model: torch.nn.Module, tmp_path: str, size: Tuple[int, int], num_select: Optional[int],
-                metadata: Dict[str, Any]) -> None:
-    """Export to `tmp_path` and store the deployment metadata in the file."""
+def write_model(model: torch.nn.Module, folder: str, name: str, size: Tuple[int, int], num_select: Optional[int],
+                metadata: Dict[str, Any], external: bool = False) -> Optional[str]:
+    """Export to `folder`/`name` (a private temporary folder) with the deployment metadata in the file.
+
+    The weights go to one external-data file `name`.data beside the graph when `external` is asked or
+    when the graph is over protobuf's 2 GB limit (ViT-g: torch then writes every weight to a file of its
+    own, which are gathered into that one). Returns the data file's path, or None.
+    """
     import onnx
 
     from models.dino.export import export_onnx
 
+    path = os.path.join(folder, name)
     example = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
-    export_onnx(model, tmp_path, example, num_select=num_select)
-    proto = onnx.load(tmp_path)
-    onnx.checker.check_model(proto)
+    export_onnx(model, path, example, num_select=num_select)
+    external = external or len(os.listdir(folder)) > 1  # torch wrote weights beside the graph: over 2 GB
+    proto = onnx.load(path)  # with the external weights, if any
+    for leftover in os.listdir(folder):
+        os.remove(os.path.join(folder, leftover))
     entry = proto.metadata_props.add()
     entry.key, entry.value = "dino", json.dumps(metadata)
-    onnx.save(proto, tmp_path)
+    data = f"{name}.data" if external else None
+    onnx.save(proto, path, save_as_external_data=external, all_tensors_to_one_file=True, location=data,
+              size_threshold=1024)
+    onnx.checker.check_model(path)  # by path: works for graphs with external data too
+    return os.path.join(folder, data) if data else None
 
 
 def smooth_images(sizes: Sequence[Tuple[int, int]], seed: int = 0) -> List[torch.Tensor]:
@@ -300,7 +321,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-check", action="store_true", help="write the model without comparing it with PyTorch")
     p.add_argument("--val", metavar="COCODIR", help="also print COCO AP of ONNX and PyTorch on COCODIR/val2017")
     p.add_argument("--val-images", type=int, default=None, metavar="N", help="with --val: only the first N images")
-    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    p.add_argument("--external-data", action="store_true",
+                   help="write the weights to OUTPUT.data beside the graph (automatic for graphs over 2 GB)")
+    p.add_argument("--overwrite", action="store_true", help="replace --output (and OUTPUT.data) if they exist")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch and ONNX Runtime")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return p
@@ -322,12 +345,16 @@ def run(opt: argparse.Namespace) -> int:
         check_sizes = [tuple(opt.check_sizes[:2]), tuple(opt.check_sizes[2:])]
     num_select = int(args.num_select) if opt.postprocess else None
 
-    tmp = os.path.join(os.path.dirname(output), f".{os.path.basename(output)}.tmp-{os.getpid()}")
+    folder = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.tmp-", dir=os.path.dirname(output))
+    tmp = os.path.join(folder, os.path.basename(output))
     try:
         start = time.time()
         print(f"exporting {opt.config_file or opt.checkpoint} at {export_size[0]}x{export_size[1]} ...", flush=True)
-        write_model(model, tmp, export_size, num_select, deploy_metadata(args))
-        print(f"exported in {time.time() - start:.0f} s ({os.path.getsize(tmp) / 2**20:.1f} MiB)", flush=True)
+        data = write_model(model, folder, os.path.basename(output), export_size, num_select, deploy_metadata(args),
+                           opt.external_data)
+        size = sum(os.path.getsize(f) for f in (tmp, data) if f) / 2**20
+        print(f"exported in {time.time() - start:.0f} s ({size:.1f} MiB"
+              f"{', weights in ' + os.path.basename(data) if data else ''})", flush=True)
         status = 0
         if not opt.no_check or opt.val:
             options = ort.SessionOptions()
@@ -350,12 +377,13 @@ def run(opt: argparse.Namespace) -> int:
         if opt.val and status == 0:
             print("\n".join(coco_ap(session, model, postprocessor, args, opt.val, opt.val_images)))
         if status == 0:
+            if data:
+                os.replace(data, output + ".data")  # the data first: the graph appears only when complete
             os.replace(tmp, output)
-            print(f"wrote {output}")
+            print(f"wrote {output}" + (f" and {output}.data" if data else ""))
         return status
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
