@@ -82,6 +82,7 @@ class Detector:
         if amp:
             from util.precision import use_channels_last
             use_channels_last(self.model, self.device, amp)  # measured to pay under bfloat16 (docs/OPS.md)
+        self.inference_changes: tuple = ()  # what from_checkpoint did to make its model faster
         self._transform = make_coco_transforms("val", args)
 
     # ------------------------------------------------------------------ loading
@@ -122,10 +123,13 @@ class Detector:
                                   + (" (it was trained without use_ema)" if use_ema else ""))
         load_model_weights(model, ckpt[key], checkpoint, "checkpoint", strict=True)
         model.to(device)
+        from util.precision import prepare_for_inference
+        changes = prepare_for_inference(model, device, amp)  # the model is ours and only runs inference
         postprocessor = postprocessors["bbox"]
         postprocessor.set_category_ids(label_map_for(args))  # contiguous-label models report the dataset's ids
         detector = cls(model, postprocessor, args, category_names_for(args), amp=amp)
         detector.settings_source = source
+        detector.inference_changes = changes
         return detector
 
     # ------------------------------------------------------------------ running

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import os
 import statistics
 import sys
@@ -211,7 +212,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     from tools.benchmark_model import make_targets
     from util.get_param_dicts import build_optimizer, get_param_dict
-    from util.precision import autocast_dtype, cpu_bf16_support, use_channels_last
+    from util.precision import autocast_dtype, cpu_bf16_support, prepare_for_inference
 
     def log(msg):
         print(msg, flush=True)
@@ -233,16 +234,22 @@ def main(argv=None) -> int:
     if matched < 0.95:
         log("the two models do not compute the same thing: timings would not be comparable")
         return 1
-    # main.py's layout under bfloat16, applied after the check: it moves outputs by float rounding
-    # only, which can reorder near-tied queries of random weights; in float32 it neither helps
-    # nor hurts (docs/OPS.md), so one model serves both precisions
-    layout = "channels_last ResNet" if use_channels_last(ours, "cpu", amp=True) else "contiguous"
-    log(f"ours: {layout}, {'bfloat16 autocast available' if bf16 else 'no native bfloat16'}")
+    # what main.py --eval / tools/inference.py do to an inference-only model (util/precision.py), on a
+    # copy (the training step below needs the unfolded one); checked again against the original
+    fast = copy.deepcopy(ours)
+    changes = prepare_for_inference(fast, torch.device("cpu"), amp=True)
+    with torch.no_grad():
+        fast.eval()
+        with original.active():
+            matched = matched_fraction(fast(images), theirs(images))
+    log(f"ours for inference: {', '.join(changes) or 'as built'}; "
+        f"{'bfloat16 autocast available' if bf16 else 'no native bfloat16'}; "
+        f"{matched:.0%} of the original's top-100 detections are its within 1e-3")
 
     steps = {"original fp32": inference_step(theirs, images, contextlib.nullcontext),
-             "ours fp32": inference_step(ours, images, contextlib.nullcontext)}
+             "ours fp32": inference_step(fast, images, contextlib.nullcontext)}
     if bf16:
-        steps["ours bf16"] = inference_step(ours, images, lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+        steps["ours bf16"] = inference_step(fast, images, lambda: torch.autocast("cpu", dtype=torch.bfloat16))
     log(f"inference at {args.image_size[0]}x{args.image_size[1]}, batch 1:")
     infer = interleaved(steps, args.warmup, args.repeats, original, log)
 

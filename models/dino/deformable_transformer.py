@@ -12,6 +12,8 @@ from torch import Tensor, nn
 
 from util.misc import inverse_sigmoid
 
+from .fused_linear import linear
+from .ops._ext import is_exporting
 from .ops.modules import MSDeformAttn
 from .utils import MLP, LevelShapes, activation_fn, encoder_output_proposals, level_sizes, sine_embed_boxes
 
@@ -30,7 +32,8 @@ class DeformableEncoderLayer(nn.Module):
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, d_ffn)
-        self.activation = activation_fn(activation)
+        activation_fn(activation)  # fails early on an unknown name
+        self.activation = activation
         self.dropout2 = nn.Dropout(dropout)
         self.linear2 = nn.Linear(d_ffn, d_model)
         self.dropout3 = nn.Dropout(dropout)
@@ -40,7 +43,7 @@ class DeformableEncoderLayer(nn.Module):
                 level_start_index: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
         attn = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask)
         src = self.norm1(src + self.dropout1(attn))
-        ffn = self.linear2(self.dropout2(self.activation(self.linear1(src))))
+        ffn = linear(self.dropout2(linear(src, self.linear1, self.activation)), self.linear2)
         return self.norm2(src + self.dropout3(ffn))
 
 
@@ -91,7 +94,8 @@ class DeformableDecoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, d_ffn)
-        self.activation = activation_fn(activation)
+        activation_fn(activation)  # fails early on an unknown name
+        self.activation = activation
         self.dropout3 = nn.Dropout(dropout)
         self.linear2 = nn.Linear(d_ffn, d_model)
         self.dropout4 = nn.Dropout(dropout)
@@ -105,7 +109,7 @@ class DeformableDecoderLayer(nn.Module):
         attn = self.cross_attn(tgt + query_pos, reference_points, memory, spatial_shapes, level_start_index,
                                memory_padding_mask)
         tgt = self.norm1(tgt + self.dropout1(attn))
-        ffn = self.linear2(self.dropout3(self.activation(self.linear1(tgt))))
+        ffn = linear(self.dropout3(linear(tgt, self.linear1, self.activation)), self.linear2)
         return self.norm3(tgt + self.dropout4(ffn))
 
 
@@ -248,7 +252,9 @@ class DeformableTransformer(nn.Module):
         valid_ratios = torch.stack([self.valid_ratio(m) for m in masks], 1)
         # level sizes from the feature maps, not from spatial_shapes' values: an exported graph keeps them dynamic
         level_shapes = [tuple(s.shape[-2:]) for s in srcs]
-        memory = self.encoder(src, pos, spatial_shapes, level_start_index, valid_ratios, mask_flatten, level_shapes)
+        # no padding anywhere (a single image, a batch of one size): the attention need not mask anything
+        padding_mask = mask_flatten if is_exporting() or bool(mask_flatten.any()) else None
+        memory = self.encoder(src, pos, spatial_shapes, level_start_index, valid_ratios, padding_mask, level_shapes)
 
         boxes_undetached, content_undetached, init_box_proposal = self.select_queries(memory, mask_flatten,
                                                                                       level_shapes)
@@ -262,7 +268,7 @@ class DeformableTransformer(nn.Module):
             query_boxes = torch.cat([refpoint_embed, query_boxes], 1)
             query_content = torch.cat([tgt, query_content], 1)
 
-        hs, references = self.decoder(query_content, memory, mask_flatten, query_boxes, level_start_index,
+        hs, references = self.decoder(query_content, memory, padding_mask, query_boxes, level_start_index,
                                       spatial_shapes, valid_ratios, attn_mask)
         hs_enc = content_undetached.unsqueeze(0)
         ref_enc = boxes_undetached.sigmoid().unsqueeze(0)

@@ -64,6 +64,38 @@ class ResNetBody(nn.Module):
         return list(self.body(x).values())
 
 
+def _fold_into(conv: nn.Conv2d, norm: FrozenBatchNorm2d) -> None:
+    """conv <- norm(conv(.)) exactly up to rounding: scale the filters, put the shift in the bias."""
+    scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+    shift = norm.bias - norm.running_mean * scale
+    with torch.no_grad():
+        conv.weight.mul_(scale.reshape(-1, 1, 1, 1).to(conv.weight.dtype))
+        bias = shift if conv.bias is None else conv.bias * scale + shift
+        conv.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
+
+
+def fold_frozen_batch_norm(body: nn.Module) -> int:
+    """Fold every frozen batch norm of a torchvision ResNet into the convolution before it (in
+    place) and put an identity in its place; returns how many were folded.
+
+    For inference only: it saves a multiply-add pass (and, under bfloat16 autocast, two casts)
+    over every feature map, and the model's state dict changes (no `bn*` buffers, conv biases),
+    so a folded model is not one to save or train. Trainable batch norm is left alone.
+    """
+    folded = 0
+    for module in list(body.modules()):
+        pairs = [(f"conv{i}", f"bn{i}") for i in range(1, 4)]
+        if isinstance(module, nn.Sequential):
+            pairs += [(str(i), str(i + 1)) for i in range(len(module) - 1)]
+        for conv_name, norm_name in pairs:
+            conv, norm = getattr(module, conv_name, None), getattr(module, norm_name, None)
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, FrozenBatchNorm2d):
+                _fold_into(conv, norm)
+                setattr(module, norm_name, nn.Identity())
+                folded += 1
+    return folded
+
+
 def _remap_torchvision(state, module):
     return {f"body.{k}": v for k, v in drop_keys(state, ("fc.",)).items()}
 

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.init import constant_, xavier_uniform_
 
+from ...fused_linear import linear
 from .._ext import is_exporting
 from ..functions.ms_deform_attn_func import ms_deform_attn
 
@@ -87,32 +88,35 @@ class MSDeformAttn(nn.Module):
         if not is_exporting():  # reads tensor values: a data-dependent int in an exported graph
             assert int((input_spatial_shapes[:, 0] * input_spatial_shapes[:, 1]).sum()) == Len_in
 
-        value = self.value_proj(input_flatten)
+        value = linear(input_flatten, self.value_proj)
         if input_padding_mask is not None:
             value = value.masked_fill(input_padding_mask[..., None], 0.0)
         value = value.view(N, Len_in, self.n_heads, self.d_model // self.n_heads)
 
-        sampling_offsets = self.sampling_offsets(query).view(
+        sampling_offsets = linear(query, self.sampling_offsets).view(
             N, Len_q, self.n_heads, self.n_levels, self.n_points, 2)
-        attention_weights = self.attention_weights(query).view(
+        attention_weights = linear(query, self.attention_weights).view(
             N, Len_q, self.n_heads, self.n_levels * self.n_points)
         attention_weights = F.softmax(attention_weights, -1).view(
             N, Len_q, self.n_heads, self.n_levels, self.n_points)
 
         if reference_points.shape[-1] == 2:
-            # offsets are in pixels of each level: normalise by (W_l, H_l)
-            normalizer = torch.stack([input_spatial_shapes[..., 1], input_spatial_shapes[..., 0]], -1)
-            sampling_locations = (reference_points[:, :, None, :, None, :]
-                                  + sampling_offsets / normalizer[None, None, None, :, None, :])
+            # offsets are in pixels of each level: location = reference + offset / (W_l, H_l)
+            level_wh = torch.stack([input_spatial_shapes[..., 1], input_spatial_shapes[..., 0]], -1)
+            reference = reference_points[:, :, None, :, None, :]
+            level_wh = level_wh.to(reference.dtype)[None, None, None, :, None, :]
+            if is_exporting():  # ONNX has no addcdiv
+                sampling_locations = reference + sampling_offsets / level_wh
+            else:  # one pass instead of two
+                sampling_locations = torch.addcdiv(reference, sampling_offsets, level_wh)
         elif reference_points.shape[-1] == 4:
             # offsets are relative to half the reference box size, spread over n_points
-            sampling_locations = (reference_points[:, :, None, :, None, :2]
-                                  + sampling_offsets / self.n_points
-                                  * reference_points[:, :, None, :, None, 2:] * 0.5)
+            sampling_locations = torch.addcmul(reference_points[:, :, None, :, None, :2], sampling_offsets,
+                                               reference_points[:, :, None, :, None, 2:], value=0.5 / self.n_points)
         else:
-            raise ValueError(
-                f"Last dim of reference_points must be 2 or 4, but get {reference_points.shape[-1]} instead.")
+            raise ValueError(f"the last dimension of reference_points must be 2 or 4 (points or boxes), "
+                             f"not {reference_points.shape[-1]}")
 
         output = ms_deform_attn(value, input_spatial_shapes, input_level_start_index,
                                 sampling_locations, attention_weights, self.im2col_step)
-        return self.output_proj(output)
+        return linear(output, self.output_proj)
