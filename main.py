@@ -4,8 +4,10 @@ Training writes to --output_dir: config_cfg.py, config_args_raw.json,
 config_args_all.json, info.txt (the log), log.txt (one JSON line per epoch),
 checkpoint.pth (every epoch), checkpoint{epoch:04}.pth (at lr_drop and every
 save_checkpoint_interval epochs), checkpoint_best_regular.pth (and
-checkpoint_best_ema.pth with use_ema). Rerunning the same command continues
-from output_dir/checkpoint.pth; an explicit --resume FILE always wins.
+checkpoint_best_ema.pth with use_ema), TensorBoard events (with tensorboard
+installed). Rerunning the same command continues from output_dir/checkpoint.pth;
+an explicit --resume FILE always wins. The epoch loop is util/trainer.py's
+Trainer with the hooks of util/hooks.py.
 
 Exit status: 0 done, 2 a problem with the config, the data or a checkpoint
 (one line on stderr says what), 3 a non-finite loss stopped training.
@@ -17,8 +19,6 @@ import json
 import os
 import random
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,6 +53,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--finetune_ignore", type=str, nargs="+",
                         help="with --pretrain_model_path: drop keys containing any of these, "
                              "e.g. label_enc.weight class_embed")
+    parser.add_argument("--finetune_class_map", default=None, metavar="auto|FILE.json",
+                        help="with --pretrain_model_path: copy the classifier and label-embedding rows of the "
+                             "classes this dataset shares with the checkpoint ('auto': matched by name; or a "
+                             "json {\"new class\": \"checkpoint class\"}); the others start as new")
     parser.add_argument("--start_epoch", default=0, type=int, metavar="N")
     parser.add_argument("--eval", action="store_true", help="evaluate on val2017 and exit")
     parser.add_argument("--num_workers", default=10, type=int)
@@ -71,7 +75,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     # additions of this implementation
     parser.add_argument("--print_freq", default=10, type=int,
-                        help="iterations between two progress lines (when stdout is not a terminal)")
+                        help="iterations between two progress lines (when stdout is not a terminal) and two "
+                             "TensorBoard / W&B points")
+    parser.add_argument("--evaluator", default="pycocotools", choices=("pycocotools", "faster"),
+                        help="COCO evaluation: pycocotools, or faster-coco-eval (same numbers, faster on large "
+                             "val sets; `pip install faster-coco-eval`)")
+    parser.add_argument("--wandb_project", default=None,
+                        help="also log to this Weights & Biases project (needs `pip install wandb`)")
     return parser
 
 
@@ -223,31 +233,6 @@ def build_lr_scheduler(args, optimizer, steps_per_epoch: int):
 
 
 # --------------------------------------------------------------------------- #
-# log.txt
-# --------------------------------------------------------------------------- #
-def _logged_epochs(log_path: str):
-    epochs = set()
-    if not os.path.exists(log_path):
-        return epochs
-    with open(log_path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict) and isinstance(entry.get("epoch"), int):
-                epochs.add(entry["epoch"])
-    return epochs
-
-
-def append_log_line(log_path: str, stats) -> None:
-    with open(log_path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(stats, default=_json_default) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-# --------------------------------------------------------------------------- #
 # main
 # --------------------------------------------------------------------------- #
 def main(args):
@@ -265,28 +250,32 @@ def main(args):
         cleanup_distributed()
 
 
-def _main(args):
-    from engine import evaluate, make_grad_scaler, test, train_one_epoch
-    from util import misc as utils
-    from util.checkpoint import (get_rng_state, load_checkpoint, load_model_weights, load_optimizer_state,
-                                 remove_stale_tmp_files, save_checkpoint_files, set_rng_state)
-    from util.distributed import barrier
-    from util.ema import ModelEma
-    from util.get_param_dicts import describe_param_groups, get_param_dict
-    from util.logger import route_library_logs, setup_logger
-    from util.metric_logger import BestMetricHolder
+def check_run_flags(args) -> None:
+    """Flags that need another flag or an optional package: stop before anything is built."""
     from util.slconfig import ConfigError
 
+    if args.finetune_class_map and not args.pretrain_model_path:
+        raise ConfigError("--finetune_class_map needs --pretrain_model_path (the checkpoint whose classes it maps).")
+    if args.evaluator == "faster":
+        from datasets.coco_eval_faster import faster_coco_eval_available
+        if not faster_coco_eval_available():
+            raise ConfigError("--evaluator faster: the faster-coco-eval package is not installed; "
+                              "`pip install faster-coco-eval`, or leave --evaluator out (pycocotools).")
+    if args.wandb_project:
+        from util.hooks import import_wandb
+        import_wandb()  # fails here, with one line, when wandb is missing
+
+
+def setup_run_output(args, cfg, ignored_options, raw_args):
+    """The run's logger (stdout + output_dir/info.txt) and, on the main process, the config
+    files of output_dir; leftovers of an interrupted save are removed. Returns the logger."""
+    from util import misc as utils
+    from util.checkpoint import remove_stale_tmp_files
+    from util.logger import route_library_logs, setup_logger
+
+    output_dir = args.output_dir
     rank = utils.get_rank()
     is_main = utils.is_main_process()
-    args.output_dir = resolve_output_dir(args.output_dir)
-    output_dir = args.output_dir
-    raw_args = dict(vars(args))
-
-    cfg, ignored_options = load_config(args)
-    apply_config(cfg, args)
-    check_coco_path(args)
-
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)
     logger = setup_logger(output=os.path.join(output_dir, "info.txt") if output_dir else None,
@@ -305,6 +294,29 @@ def _main(args):
             logger.info("removed %d temporary files of an interrupted save: %s", len(removed), ", ".join(removed))
     logger.info("world size %d, rank %d, local rank %s", args.world_size, args.rank, args.local_rank)
     logger.debug("args: %s", json.dumps(vars(args), default=_json_default, sort_keys=True))
+    return logger
+
+
+def _main(args):
+    from engine import evaluate, make_grad_scaler, test
+    from util import misc as utils
+    from util.ema import ModelEma
+    from util.get_param_dicts import build_optimizer, describe_param_groups
+    from util.metric_logger import BestMetricHolder
+    from util.slconfig import ConfigError
+
+    rank = utils.get_rank()
+    is_main = utils.is_main_process()
+    args.output_dir = resolve_output_dir(args.output_dir)
+    output_dir = args.output_dir
+    raw_args = dict(vars(args))
+
+    cfg, ignored_options = load_config(args)
+    apply_config(cfg, args)
+    check_coco_path(args)
+    check_run_flags(args)
+
+    logger = setup_run_output(args, cfg, ignored_options, raw_args)
 
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {args.device}: no CUDA device is available here; use --device cpu.")
@@ -325,12 +337,14 @@ def _main(args):
     n_parameters = sum(p.numel() for p in model_without_ddp.parameters() if p.requires_grad)
     logger.info("number of trainable parameters: %d", n_parameters)
 
-    optimizer = torch.optim.AdamW(get_param_dict(args, model_without_ddp), lr=args.lr,
-                                  weight_decay=args.weight_decay)
+    optimizer = build_optimizer(args, model_without_ddp)
     logger.info("optimizer param groups:\n%s", describe_param_groups(optimizer))
     scaler = make_grad_scaler(device, args.amp)
 
     loaders = build_loaders(args, train=training, image_set_val="test" if args.test else "val")
+    from datasets.coco import category_ids_of  # contiguous class ids (detrex): labels 0..K-1 stand for
+    args.label_to_category_id = category_ids_of(loaders["dataset_val"])  # these ids (kept in checkpoints)
+    postprocessors["bbox"].set_category_ids(args.label_to_category_id)  # detections carry the json's ids
     lr_scheduler = build_lr_scheduler(args, optimizer, len(loaders["train"]) if training else 1)
     base_ds = None
     if not args.test:
@@ -345,38 +359,10 @@ def _main(args):
         resume_path, how = auto_ckpt, "auto-resume"
     checkpoint = None
     if resume_path:
-        checkpoint = load_checkpoint(resume_path, "--resume")
-        load_model_weights(model_without_ddp, checkpoint["model"], resume_path, "--resume", strict=True, log=logger)
-        ckpt_epoch = checkpoint.get("epoch")
-        logger.info("Loaded checkpoint %s (%s%s)", os.path.abspath(resume_path), how,
-                    f", epoch {ckpt_epoch}" if isinstance(ckpt_epoch, int) else "")
-        if ema_m is not None:
-            if isinstance(checkpoint.get("ema_model"), dict):
-                load_model_weights(ema_m.module, checkpoint["ema_model"], resume_path, "--resume (ema_model)",
-                                   strict=True, log=logger)
-            else:
-                ema_m = ModelEma(model_without_ddp, args.ema_decay)
-        if training and all(k in checkpoint for k in ("optimizer", "lr_scheduler", "epoch")):
-            load_optimizer_state(optimizer, checkpoint["optimizer"], resume_path)
-            lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
-            args.start_epoch = int(checkpoint["epoch"]) + 1
-            if checkpoint.get("scaler") and scaler.is_enabled():
-                scaler.load_state_dict(checkpoint["scaler"])
-            if checkpoint.get("best_metric"):
-                best_holder.load_state_dict(checkpoint["best_metric"])
-            rng = checkpoint.get("rng_state")
-            if isinstance(rng, list) and len(rng) == args.world_size:
-                set_rng_state(rng[rank])
-        elif training:
-            logger.info("%s has weights only; training starts at epoch %d with a new optimizer",
-                        resume_path, args.start_epoch)
+        checkpoint, ema_m = resume_from(resume_path, how, args, model_without_ddp, ema_m, optimizer, lr_scheduler,
+                                        scaler, best_holder, training, logger)
     elif args.pretrain_model_path:
-        pre = load_checkpoint(args.pretrain_model_path, "--pretrain_model_path")
-        load_model_weights(model_without_ddp, pre["model"], args.pretrain_model_path, "--pretrain_model_path",
-                           strict=False, ignore=args.finetune_ignore or (), log=logger)
-        logger.info("Loaded weights from %s (--pretrain_model_path)", os.path.abspath(args.pretrain_model_path))
-        if ema_m is not None:
-            ema_m = ModelEma(model_without_ddp, args.ema_decay)
+        ema_m = load_pretrained(args, model_without_ddp, ema_m, training, logger)
     elif not training:
         logger.warning("no --resume, no %s and no --pretrain_model_path: evaluating an untrained model",
                        auto_ckpt or "checkpoint")
@@ -384,6 +370,11 @@ def _main(args):
         ema_m = ModelEma(model_without_ddp, args.ema_decay)  # the average starts from the pretrained backbone
 
     # ------------------------------------------------------------- eval / test only
+    if not training:  # inference only from here: folded batch norm, channels_last (util/precision.py)
+        from util.precision import prepare_for_inference
+        done = prepare_for_inference(model_without_ddp, device, args.amp)
+        if done:
+            logger.info("inference model: %s", ", ".join(done))
     if args.test:
         test(model_without_ddp, criterion, postprocessors, loaders["val"], base_ds, device, output_dir,
              args=args, logger=logger if args.save_log else None)
@@ -396,85 +387,103 @@ def _main(args):
             entry.update({"mode": "eval", "checkpoint": os.path.abspath(resume_path) if resume_path else None,
                           "checkpoint_epoch": checkpoint.get("epoch") if checkpoint else None,
                           "now_time": str(datetime.datetime.now())})
+            from util.hooks import append_log_line
             append_log_line(os.path.join(output_dir, "log.txt"), entry)
         return test_stats
 
     # ------------------------------------------------------------- training
-    log_path = os.path.join(output_dir, "log.txt") if output_dir else ""
-    if (is_main and checkpoint is not None and log_path and isinstance(checkpoint.get("log_stats"), dict)
-            and os.path.abspath(resume_path) == os.path.abspath(auto_ckpt)
-            and checkpoint.get("epoch") not in _logged_epochs(log_path)):
-        append_log_line(log_path, checkpoint["log_stats"])  # the run stopped between checkpoint and log line
-    if args.start_epoch >= args.epochs:
-        logger.info("Nothing to train: the checkpoint is at epoch %d and epochs=%d", args.start_epoch - 1,
-                    args.epochs)
-        return {}
+    from util.hooks import default_hooks
+    from util.trainer import Trainer
 
-    logger.info("Start training at epoch %d of %d", args.start_epoch, args.epochs)
-    start_time = time.time()
-    train_logger = logger if args.save_log else None
-    last_stats = {}
-    for epoch in range(args.start_epoch, args.epochs):
-        epoch_start = time.time()
-        seed_everything(epoch_seed(args.seed, epoch, rank))
-        loaders["sampler_train"].set_epoch(epoch)
-        train_stats = train_one_epoch(model, criterion, loaders["train"], optimizer, device, epoch,
-                                      args.clip_max_norm, lr_scheduler=lr_scheduler, args=args,
-                                      logger=train_logger, ema_m=ema_m, scaler=scaler)
-        if not args.onecyclelr:
-            lr_scheduler.step()
+    trainer = Trainer(args=args, model=model, model_without_ddp=model_without_ddp, criterion=criterion,
+                      postprocessors=postprocessors, optimizer=optimizer, lr_scheduler=lr_scheduler, scaler=scaler,
+                      loaders=loaders, base_ds=base_ds, device=device, logger=logger, output_dir=output_dir,
+                      best_holder=best_holder, n_parameters=n_parameters, start_epoch=args.start_epoch,
+                      max_epochs=args.epochs, train_epoch=train_pass, ema_m=ema_m, is_main=is_main)
+    resumed_here = bool(resume_path) and bool(auto_ckpt) and \
+        os.path.abspath(resume_path) == os.path.abspath(auto_ckpt)
+    trainer.register_hooks(default_hooks(trainer, resumed_checkpoint=checkpoint,
+                                         resumed_from_output_dir=resumed_here))
+    del checkpoint  # the hooks keep what they need
+    return trainer.train()
 
-        test_stats, _ = evaluate(model_without_ddp, criterion, postprocessors, loaders["val"], base_ds, device,
-                                 output_dir, args=args, logger=train_logger)
-        is_best = best_holder.update(test_stats["coco_eval_bbox"][0], epoch, is_ema=False)
-        log_stats = {**{f"train_{k}": v for k, v in train_stats.items()},
-                     **{f"test_{k}": v for k, v in test_stats.items()}}
-        is_best_ema = False
-        if args.use_ema:
-            ema_stats, _ = evaluate(ema_m.module, criterion, postprocessors, loaders["val"], base_ds, device,
-                                    output_dir, args=args, logger=train_logger, header="Test (EMA):",
-                                    results_file="results_ema.json")
-            log_stats.update({f"ema_test_{k}": v for k, v in ema_stats.items()})
-            is_best_ema = best_holder.update(ema_stats["coco_eval_bbox"][0], epoch, is_ema=True)
-        log_stats.update(best_holder.summary())
-        log_stats.update({"epoch": epoch, "n_parameters": n_parameters, "now_time": str(datetime.datetime.now()),
-                          "epoch_time": str(datetime.timedelta(seconds=int(time.time() - epoch_start)))})
 
-        rng_states = utils.all_gather(get_rng_state())
-        if output_dir and is_main:
-            state = {
-                "model": model_without_ddp.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "lr_scheduler": lr_scheduler.state_dict(),
-                "epoch": epoch,
-                "args": args,
-                "scaler": scaler.state_dict(),
-                "best_metric": best_holder.state_dict(),
-                "rng_state": rng_states,
-                "world_size": args.world_size,
-                "log_stats": log_stats,
-            }
-            if args.use_ema:
-                state["ema_model"] = ema_m.module.state_dict()
-            out = Path(output_dir)
-            if is_best_ema:
-                save_checkpoint_files({**state, "model": ema_m.module.state_dict()},
-                                      [out / "checkpoint_best_ema.pth"])
-            paths = []
-            if (epoch + 1) % max(1, int(args.lr_drop)) == 0 or \
-                    (epoch + 1) % max(1, int(args.save_checkpoint_interval)) == 0:
-                paths.append(out / f"checkpoint{epoch:04}.pth")
-            if is_best:
-                paths.append(out / "checkpoint_best_regular.pth")
-            paths.append(out / "checkpoint.pth")  # last: the file a restart resumes from
-            save_checkpoint_files(state, paths)
-            append_log_line(log_path, log_stats)
-        barrier()
-        last_stats = log_stats
+def resume_from(resume_path: str, how: str, args, model_without_ddp, ema_m, optimizer, lr_scheduler, scaler,
+                best_holder, training: bool, logger):
+    """Load a checkpoint to continue from (`how`: '--resume' or 'auto-resume'): the weights, the EMA
+    weights and, for training, the optimizer, lr schedule, AMP scaler, best-AP record, random states
+    and args.start_epoch. Returns (checkpoint, ema_m)."""
+    from util import misc as utils
+    from util.checkpoint import load_checkpoint, load_model_weights, load_optimizer_state, set_rng_state
+    from util.ema import ModelEma
 
-    total = time.time() - start_time
-    logger.info("Training time %s", str(datetime.timedelta(seconds=int(total))))
-    return last_stats
+    rank = utils.get_rank()
+    checkpoint = load_checkpoint(resume_path, "--resume", args)
+    load_model_weights(model_without_ddp, checkpoint["model"], resume_path, "--resume", strict=True, log=logger)
+    ckpt_epoch = checkpoint.get("epoch")
+    logger.info("Loaded checkpoint %s (%s%s)", os.path.abspath(resume_path), how,
+                f", epoch {ckpt_epoch}" if isinstance(ckpt_epoch, int) else "")
+    if ema_m is not None:
+        if isinstance(checkpoint.get("ema_model"), dict):
+            load_model_weights(ema_m.module, checkpoint["ema_model"], resume_path, "--resume (ema_model)",
+                               strict=True, log=logger)
+        else:
+            ema_m = ModelEma(model_without_ddp, args.ema_decay)
+    if training and all(k in checkpoint for k in ("optimizer", "lr_scheduler", "epoch")):
+        load_optimizer_state(optimizer, checkpoint["optimizer"], resume_path)
+        lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
+        args.start_epoch = int(checkpoint["epoch"]) + 1
+        if checkpoint.get("scaler") and scaler.is_enabled():
+            scaler.load_state_dict(checkpoint["scaler"])
+        if checkpoint.get("best_metric"):
+            best_holder.load_state_dict(checkpoint["best_metric"])
+        rng = checkpoint.get("rng_state")
+        if isinstance(rng, list) and len(rng) == args.world_size:
+            set_rng_state(rng[rank])
+    elif training:
+        logger.info("%s has weights only; training starts at epoch %d with a new optimizer",
+                    resume_path, args.start_epoch)
+    return checkpoint, ema_m
+
+
+def load_pretrained(args, model_without_ddp, ema_m, training: bool, logger):
+    """--pretrain_model_path: the weights that fit (minus --finetune_ignore), the class rows of
+    --finetune_class_map; the EMA restarts from them. Returns ema_m."""
+    from util.checkpoint import load_checkpoint, load_model_weights
+    from util.ema import ModelEma
+
+    pre = load_checkpoint(args.pretrain_model_path, "--pretrain_model_path", args)
+    ignore = list(args.finetune_ignore or ())
+    if args.finetune_class_map and training:  # the class rows are copied by name below
+        from util.class_transfer import CLASS_KEY_WORDS
+        ignore += list(CLASS_KEY_WORDS)
+    load_model_weights(model_without_ddp, pre["model"], args.pretrain_model_path, "--pretrain_model_path",
+                       strict=False, ignore=ignore, log=logger)
+    if args.finetune_class_map and training:
+        from util.class_transfer import transfer_classes
+        transfer_classes(model_without_ddp, pre, args.pretrain_model_path, args.finetune_class_map,
+                         getattr(args, "category_names", None) or {},
+                         bool(getattr(args, "contiguous_category_ids", False)), log=logger)
+    logger.info("Loaded weights from %s (--pretrain_model_path)", os.path.abspath(args.pretrain_model_path))
+    if ema_m is not None:
+        ema_m = ModelEma(model_without_ddp, args.ema_decay)
+    return ema_m
+
+
+def train_pass(trainer) -> dict:
+    """The training pass of one epoch (Trainer's `train_epoch`): the epoch's randomness is
+    drawn from (seed, epoch, rank) only, then one pass of engine.train_one_epoch whose steps
+    go to the trainer's after_step hooks (EMA, TensorBoard, ...)."""
+    from engine import train_one_epoch
+    from util import misc as utils
+
+    args, epoch = trainer.args, trainer.epoch
+    seed_everything(epoch_seed(args.seed, epoch, utils.get_rank()))
+    trainer.loaders["sampler_train"].set_epoch(epoch)
+    return train_one_epoch(trainer.model, trainer.criterion, trainer.loaders["train"], trainer.optimizer,
+                           trainer.device, epoch, args.clip_max_norm, lr_scheduler=trainer.lr_scheduler, args=args,
+                           logger=trainer.logger if args.save_log else None, scaler=trainer.scaler,
+                           on_step=trainer.run_after_step)
 
 
 def load_backbone_weights(model: torch.nn.Module, args) -> int:
