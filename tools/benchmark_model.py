@@ -8,6 +8,8 @@
     python tools/benchmark_model.py -c config/DINO/DINO_4scale.py --device cpu --amp --image_size 800 1216
     python tools/benchmark_model.py -c config/DINO/DINO_4scale.py --device cuda --train --amp --amp_dtype bfloat16
     python tools/benchmark_model.py -c config/DINO/DINO_4scale.py --compare_pytorch_path --skip_flops
+    python tools/benchmark_model.py -c config/DINO/DINO_demo.py --train --images 4 --image_size 128 160 \
+        --compare_precision --skip_flops --iters 10
 
 Inference mode (default) times model.eval() forward passes under torch.no_grad;
 --train times a training step (forward with denoising queries, loss, backward,
@@ -15,11 +17,17 @@ gradient clipping and the fused AdamW step of main.py) on random boxes and
 fails (exit 1) if the loss is not finite. --amp runs as main.py --amp does
 (util/precision.py): float16 autocast on CUDA (with a GradScaler when training;
 --amp_dtype bfloat16 for bfloat16), bfloat16 autocast on a CPU with AMX-BF16 /
-AVX512-BF16, float32 on other CPUs (said so). Under bfloat16 on the CPU a
-ResNet backbone runs in channels_last as in main.py --eval (--channels_last off
-to compare).
+AVX512-BF16, float32 on other CPUs (said so). On the CPU a ResNet backbone runs
+in channels_last as main.py does: always in training, under bfloat16 for
+inference (--channels_last off to compare).
 --compare_pytorch_path times the PyTorch path of the deformable attention too,
-interleaved run by run with the compiled op, and prints the ratio. Images are random CHW tensors of --image_size; the model
+interleaved run by run with the compiled op, and prints the ratio.
+--compare_precision times float32, float32 + channels_last backbone, bfloat16
+autocast and bfloat16 + channels_last (the bfloat16 ones only on a CPU with
+native bfloat16), each on its own copy of the model with the same weights,
+interleaved run by run in this one process, and prints each one's ratio to
+float32 (with --train: and each one's loss at the first step, which should
+agree). Images are random CHW tensors of --image_size; the model
 pads them into a batch as it does real images. Timings are the median of
 --iters runs after --warmup runs.
 
@@ -63,8 +71,11 @@ def parse_args(argv=None):
     parser.add_argument("--amp_dtype", choices=["float16", "bfloat16"], default=None,
                         help="with --amp on CUDA: the autocast dtype (default float16)")
     parser.add_argument("--channels_last", choices=["auto", "off"], default="auto",
-                        help="auto: channels_last for a ResNet backbone under bfloat16 on the CPU, as main.py --eval; "
-                             "off: never")
+                        help="auto: channels_last for a ResNet backbone on the CPU as main.py does (training: "
+                             "always; --eval: under bfloat16); off: never")
+    parser.add_argument("--compare_precision", action="store_true",
+                        help="time float32 / bfloat16 autocast, each contiguous and with a channels_last ResNet "
+                             "backbone, interleaved in this process, and print the ratios to float32")
     parser.add_argument("--compare_pytorch_path", action="store_true",
                         help="also time the PyTorch path of the deformable attention (interleaved) and print the ratio")
     return parser.parse_args(argv)
@@ -221,6 +232,72 @@ def count_flops(model, step):
     return counter.get_total_flops(), msda_total[0]
 
 
+def time_interleaved(steps, warmup, iters, seed=0):
+    """Step times per named step, run by run in turn (the first one of each round rotates, so no
+    step always follows the same one): {name: [seconds of each timed run]}. Every step of a
+    round starts from the same random state (seed + round), so they draw the same denoising
+    noise and their losses are comparable."""
+    names = list(steps)
+    times = {n: [] for n in names}
+    for i in range(warmup + iters):
+        for j in range(len(names)):
+            name = names[(i + j) % len(names)]
+            torch.manual_seed(seed + i)
+            t0 = time.perf_counter()
+            steps[name]()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def precision_variants(args, model, device):
+    """(name, args, model) of each --compare_precision variant: copies of `model` with the same
+    weights, float32 and (on a CPU with native bfloat16, or CUDA) autocast, each contiguous and
+    with a channels_last ResNet backbone where the model has one."""
+    import copy
+
+    from util.precision import autocast_dtype, channels_last
+
+    amp_options = [False] + ([True] if autocast_dtype(device, True) is not None else [])
+    backbone = getattr(model, "backbone", None)
+    has_resnet = isinstance(backbone, torch.nn.Sequential) and type(backbone[0]).__name__ == "ResNetBody"
+    variants = []
+    for amp in amp_options:
+        for layout in ["contiguous"] + (["channels_last"] if has_resnet else []):
+            variant_args = copy.copy(args)
+            variant_args.amp = amp
+            variant_model = copy.deepcopy(model)
+            if layout == "channels_last":
+                channels_last(variant_model.backbone[0])
+            variants.append((f"{precision_label(variant_args, device)}, {layout}", variant_args, variant_model))
+    return variants
+
+
+def compare_precision(args, model, criterion, images, targets, device):
+    """--compare_precision: the variants of `precision_variants` timed interleaved; prints a table."""
+    from util.precision import cpu_bf16_support
+
+    variants = precision_variants(args, model, device)
+    steps, losses = {}, {}
+    for name, variant_args, variant_model in variants:
+        steps[name], losses[name] = make_step(variant_args, variant_model, criterion, images, targets, device)
+    times = time_interleaved(steps, args.warmup, args.iters, args.seed)
+    H, W = args.image_size
+    mode = "train step (forward + loss + backward + AdamW)" if args.train else "inference (eval, no_grad)"
+    print(f"config        {args.config_file} {' '.join(f'{k}={v}' for k, v in (args.options or {}).items())}")
+    print(f"device        {device} ({torch.get_num_threads()} threads), torch {torch.__version__}")
+    if device.type == "cpu":
+        print(f"cpu bfloat16  {cpu_bf16_support().describe()}")
+    print(f"mode          {mode}, {args.images} x 3 x {H} x {W}, interleaved, median of {args.iters}")
+    base = statistics.median(times[variants[0][0]])
+    for name, _, _ in variants:
+        t = statistics.median(times[name])
+        loss = f"  losses {losses[name][0]:.4f} (first), {losses[name][-1]:.4f} (last)" if args.train else ""
+        print(f"  {name:<36} {t * 1e3:7.0f} ms  {base / t:5.2f}x{loss}")
+    if len(variants) == 1 or (device.type == "cpu" and not cpu_bf16_support().supported):
+        print("  (no bfloat16 variants: this CPU has no native bfloat16)")
+
+
 def time_paths(step, paths, warmup, iters):
     """Median step time per deformable-attention path, the paths interleaved run by run."""
     from models.dino.ops._ext import ENV_VAR
@@ -252,13 +329,15 @@ def main(argv=None):
 
     from main import build_model_main
     from models.dino.ops import backend
-    from util.precision import cpu_bf16_support, use_channels_last
+    from util.precision import cpu_bf16_support, use_channels_last, use_channels_last_for_training
 
     model, criterion, _ = build_model_main(args)
     model.to(device)
     criterion.to(device) if hasattr(criterion, "to") else None
-    layout = "channels_last backbone" if args.channels_last == "auto" and use_channels_last(
-        model, device, args.amp) else "contiguous"
+    layout = "contiguous"
+    if not args.compare_precision and args.channels_last == "auto":
+        if use_channels_last_for_training(model, device) if args.train else use_channels_last(model, device, args.amp):
+            layout = "channels_last backbone"
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -266,6 +345,9 @@ def main(argv=None):
     g = torch.Generator().manual_seed(args.seed)
     images = [torch.randn(3, H, W, generator=g).to(device) for _ in range(args.images)]
     targets = make_targets(args.images, args.boxes, args.num_classes, device)
+    if args.compare_precision:
+        compare_precision(args, model, criterion, images, targets, device)
+        return
     step, losses = make_step(args, model, criterion, images, targets, device)
 
     flops = msda = None
