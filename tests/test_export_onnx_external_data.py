@@ -43,6 +43,8 @@ def test_external_data_export_passes_its_check_and_runs_from_elsewhere(tmp_path)
     graph = onnx.load(str(tmp_path / "tiny.onnx"), load_external_data=False)
     assert os.path.getsize(tmp_path / "tiny.onnx") < 1 << 20 < os.path.getsize(tmp_path / "tiny.onnx.data")
     assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.graph.initializer)
+    mode = os.stat(tmp_path / "tiny.onnx").st_mode & 0o777
+    assert os.stat(tmp_path / "tiny.onnx.data").st_mode & 0o777 == mode  # as readable as the graph
 
     moved = tmp_path / "deploy"
     moved.mkdir()

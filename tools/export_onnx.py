@@ -166,7 +166,10 @@ def write_model(model: torch.nn.Module, folder: str, name: str, size: Tuple[int,
     onnx.save(proto, path, save_as_external_data=external, all_tensors_to_one_file=True, location=data,
               size_threshold=1024)
     onnx.checker.check_model(path)  # by path: works for graphs with external data too
-    return os.path.join(folder, data) if data else None
+    if not data:
+        return None
+    shutil.copymode(path, os.path.join(folder, data))  # onnx creates the data file private (0600)
+    return os.path.join(folder, data)
 
 
 def smooth_images(sizes: Sequence[Tuple[int, int]], seed: int = 0) -> List[torch.Tensor]:
