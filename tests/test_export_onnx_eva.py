@@ -10,6 +10,7 @@ import contextlib
 import io
 import os
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -105,3 +106,25 @@ def test_traced_rope_table_equals_timms():
         sin, cos = build_rotary_pos_embed([h, w], dim=64, in_pixels=False, ref_feat_shape=[h * step, w * step])
         torch.testing.assert_close(rope_table(h, w, step, 64, torch.device("cpu")), torch.cat([sin, cos], -1),
                                    atol=1e-6, rtol=0)
+
+
+def test_exported_position_embedding_follows_the_grid_from_the_pretraining_size(tmp_path):
+    """Traced at the pre-training grid (14 x 14, where resampling is skipped in eager mode), the graph
+    still resamples for other grids."""
+    from models.dino.backbones.vit_common import resample_grid_embed
+
+    pos = torch.randn(1, 14 * 14, 8, generator=torch.Generator().manual_seed(0))
+
+    class AddPos(torch.nn.Module):
+        def forward(self, x):
+            return x + resample_grid_embed(pos, tuple(x.shape[1:3])).reshape(1, x.shape[1], x.shape[2], -1)
+
+    path = str(tmp_path / "pos.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
+        torch.onnx.export(AddPos(), (torch.zeros(1, 14, 14, 8),), path, input_names=["x"], opset_version=18,
+                          dynamic_axes={"x": {1: "h", 2: "w"}}, dynamo=False)
+    sess = session(path)
+    for h, w in [(14, 14), (8, 10), (20, 13)]:
+        x = torch.zeros(1, h, w, 8)
+        np.testing.assert_allclose(sess.run(None, {"x": x.numpy()})[0], AddPos()(x).numpy(), atol=1e-5, rtol=0)
