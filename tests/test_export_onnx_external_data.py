@@ -26,9 +26,9 @@ def export(tmp_path, *extra):
     from tools.export_onnx import main as export_tool
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        status = export_tool(["-c", CONFIG, "--checkpoint", str(tmp_path / "checkpoint.pth"), "--output",
-                              str(tmp_path / "tiny.onnx"), "--size", "64", "85", "--check-sizes", "64", "82", "70", "64",
-                              "--options", *TINY_OPTIONS, *extra])
+        status = export_tool(["-c", CONFIG, "--checkpoint", str(tmp_path / "checkpoint.pth"),
+                              "--output", str(tmp_path / "tiny.onnx"), "--size", "64", "85",
+                              "--check-sizes", "64", "82", "70", "64", "--options", *TINY_OPTIONS, *extra])
     return status, out.getvalue()
 
 
