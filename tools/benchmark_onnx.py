@@ -7,9 +7,10 @@
 Builds the config with seeded random weights (speed does not depend on their
 values), exports it with models/dino/export.py (traced at a small size; H and W
 are dynamic), then runs the same image through PyTorch (eval, no_grad, the
-compiled MultiScaleDeformableAttention op when built, as tools/inference.py
-would) and through ONNX Runtime, interleaved run by run after one warm-up each,
-and prints the median times and their ratio. Both use --threads threads.
+compiled MultiScaleDeformableAttention op when built, folded batch norm and
+fused linear layers: as tools/inference.py runs it) and through ONNX Runtime,
+interleaved run by run after one warm-up each, and prints the median times and
+their ratio. Both use --threads threads.
 """
 import argparse
 import os
@@ -63,6 +64,8 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         export_onnx(model, path, torch.randn(1, 3, *opt.export_size))
         print(f"exported in {time.perf_counter() - start:.0f} s")
+        from util.precision import prepare_for_inference
+        prepare_for_inference(model, torch.device("cpu"), amp=False)  # PyTorch as tools/inference.py runs it
         options = ort.SessionOptions()
         options.intra_op_num_threads = opt.threads
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])

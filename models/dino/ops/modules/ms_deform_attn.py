@@ -1,11 +1,19 @@
-"""Multi-scale deformable attention module (Deformable DETR, used by DINO)."""
+"""`MSDeformAttn`: multi-scale deformable attention (Deformable DETR), as DINO uses it.
 
+Every query looks at `n_points` places around its reference point on each of
+`n_levels` feature maps, per head, and takes an attention-weighted sum of the
+values sampled there. The places are learned offsets from the reference point
+(in pixels of each level), or, for box references, offsets relative to the box.
+Parameter names (`sampling_offsets`, `attention_weights`, `value_proj`,
+`output_proj`) are those of the original checkpoints.
+"""
 import math
 import warnings
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.init import constant_, xavier_uniform_
 
 from ...fused_linear import linear
@@ -13,30 +21,19 @@ from .._ext import is_exporting
 from ..functions.ms_deform_attn_func import ms_deform_attn
 
 
-def _is_power_of_2(n):
-    if not isinstance(n, int) or n < 0:
-        raise ValueError(f"invalid input for _is_power_of_2: {n} (type: {type(n)})")
-    return n != 0 and (n & (n - 1)) == 0
-
-
 class MSDeformAttn(nn.Module):
-    """Multi-scale deformable attention.
+    """Multi-scale deformable attention over `n_levels` maps of `d_model` channels, with
+    `n_heads` heads sampling `n_points` points per level each."""
 
-    Args:
-        d_model: hidden dimension.
-        n_levels: number of feature levels.
-        n_heads: number of attention heads.
-        n_points: sampling points per head and level.
-    """
-
-    def __init__(self, d_model=256, n_levels=4, n_heads=8, n_points=4):
+    def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4):
         super().__init__()
         if d_model % n_heads != 0:
-            raise ValueError(f"d_model must be divisible by n_heads, but got {d_model} and {n_heads}")
-        if not _is_power_of_2(d_model // n_heads):
-            warnings.warn("MSDeformAttn is most efficient when d_model / n_heads is a power of 2.")
-
-        self.im2col_step = 64
+            raise ValueError(f"MSDeformAttn: d_model={d_model} is not a multiple of n_heads={n_heads}")
+        head_dim = d_model // n_heads
+        if head_dim & (head_dim - 1):
+            warnings.warn(f"MSDeformAttn: {head_dim} channels per head; the CPU and CUDA kernels are fastest "
+                          f"with a power of 2")
+        self.im2col_step = 64  # kept for the kernels' signature (they take the whole batch at once)
         self.d_model = d_model
         self.n_levels = n_levels
         self.n_heads = n_heads
@@ -46,7 +43,6 @@ class MSDeformAttn(nn.Module):
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
         self.value_proj = nn.Linear(d_model, d_model)
         self.output_proj = nn.Linear(d_model, d_model)
-
         self._reset_parameters()
 
     def _reset_parameters(self):
@@ -67,38 +63,34 @@ class MSDeformAttn(nn.Module):
         xavier_uniform_(self.output_proj.weight.data)
         constant_(self.output_proj.bias.data, 0.0)
 
-    def forward(self, query, reference_points, input_flatten, input_spatial_shapes,
-                input_level_start_index, input_padding_mask=None):
-        """
-        Args:
-            query: (N, Len_q, C)
-            reference_points: (N, Len_q, n_levels, 2) normalised (x, y) in [0, 1]
-                (top-left (0, 0), bottom-right (1, 1), padding included), or
-                (N, Len_q, n_levels, 4) boxes (cx, cy, w, h).
-            input_flatten: (N, sum_l H_l * W_l, C)
-            input_spatial_shapes: (n_levels, 2) int64, rows (H_l, W_l)
-            input_level_start_index: (n_levels,) int64
-            input_padding_mask: (N, sum_l H_l * W_l) bool, True on padding, or None.
+    def forward(self, query: Tensor, reference_points: Tensor, input_flatten: Tensor,
+                input_spatial_shapes: Tensor, input_level_start_index: Tensor,
+                input_padding_mask: Optional[Tensor] = None) -> Tensor:
+        """Attend from `query` [B, Q, C] into the flattened maps `input_flatten` [B, S, C].
 
-        Returns:
-            (N, Len_q, C)
+        reference_points: [B, Q, n_levels, 2] normalised (x, y), (0, 0) the top-left and (1, 1)
+            the bottom-right corner of each (padded) map; or [B, Q, n_levels, 4] boxes (cx, cy, w, h).
+        input_spatial_shapes: [n_levels, 2] int64 (H, W) of each map, S = sum of H * W;
+        input_level_start_index: [n_levels] where each map starts in S;
+        input_padding_mask: [B, S] True on padding (those values count as zero), or None.
+        Returns [B, Q, C].
         """
-        N, Len_q, _ = query.shape
-        N, Len_in, _ = input_flatten.shape
+        batch, n_queries, _ = query.shape
+        n_values = input_flatten.shape[1]
         if not is_exporting():  # reads tensor values: a data-dependent int in an exported graph
-            assert int((input_spatial_shapes[:, 0] * input_spatial_shapes[:, 1]).sum()) == Len_in
+            assert int((input_spatial_shapes[:, 0] * input_spatial_shapes[:, 1]).sum()) == n_values
 
         value = linear(input_flatten, self.value_proj)
         if input_padding_mask is not None:
             value = value.masked_fill(input_padding_mask[..., None], 0.0)
-        value = value.view(N, Len_in, self.n_heads, self.d_model // self.n_heads)
+        value = value.view(batch, n_values, self.n_heads, self.d_model // self.n_heads)
 
         sampling_offsets = linear(query, self.sampling_offsets).view(
-            N, Len_q, self.n_heads, self.n_levels, self.n_points, 2)
+            batch, n_queries, self.n_heads, self.n_levels, self.n_points, 2)
         attention_weights = linear(query, self.attention_weights).view(
-            N, Len_q, self.n_heads, self.n_levels * self.n_points)
+            batch, n_queries, self.n_heads, self.n_levels * self.n_points)
         attention_weights = F.softmax(attention_weights, -1).view(
-            N, Len_q, self.n_heads, self.n_levels, self.n_points)
+            batch, n_queries, self.n_heads, self.n_levels, self.n_points)
 
         if reference_points.shape[-1] == 2:
             # offsets are in pixels of each level: location = reference + offset / (W_l, H_l)
