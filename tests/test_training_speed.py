@@ -76,3 +76,19 @@ def test_channels_last_training_matches_contiguous():
     assert got[0] != got[2]  # the steps train
     torch.testing.assert_close(torch.tensor(got), torch.tensor(want), rtol=1e-3, atol=1e-4)
     assert model.backbone[0].body.layer2[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_paired_giou_is_the_diagonal_of_the_pairwise_matrix_with_its_gradient():
+    from util import box_ops
+
+    g = torch.Generator().manual_seed(0)
+    a = box_ops.box_cxcywh_to_xyxy(torch.rand(40, 4, generator=g, dtype=torch.float64) * 0.5 + 0.1)
+    b = box_ops.box_cxcywh_to_xyxy(torch.rand(40, 4, generator=g, dtype=torch.float64) * 0.5 + 0.1)
+    a.requires_grad_(True)
+    want = torch.diag(box_ops.generalized_box_iou(a, b))
+    got = box_ops.paired_generalized_box_iou(a, b)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    (grad_want,) = torch.autograd.grad(want.sum(), a)
+    (grad_got,) = torch.autograd.grad(got.sum(), a)
+    torch.testing.assert_close(grad_got, grad_want, rtol=0, atol=1e-4)
+    assert box_ops.paired_generalized_box_iou(torch.zeros(0, 4), torch.zeros(0, 4)).shape == (0,)

@@ -70,7 +70,7 @@ class SetCriterion(nn.Module):
         src = outputs["pred_boxes"][idx]
         tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)], 0).to(src.device)
         l1 = F.l1_loss(src, tgt, reduction="none")
-        giou = torch.diag(box_ops.generalized_box_iou(box_ops.box_cxcywh_to_xyxy(src), box_ops.box_cxcywh_to_xyxy(tgt)))
+        giou = box_ops.paired_generalized_box_iou(box_ops.box_cxcywh_to_xyxy(src), box_ops.box_cxcywh_to_xyxy(tgt))
         losses = {"loss_bbox": l1.sum() / num_boxes, "loss_giou": (1 - giou).sum() / num_boxes}
         with torch.no_grad():
             losses["loss_xy"] = l1[..., :2].sum() / num_boxes
