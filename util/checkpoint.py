@@ -445,9 +445,14 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Dict[str, Any]
             st = optimizer.state.get(p, {})
             for name, t in list(st.items()):
                 # fresh, aligned storage: tensors read from a file can sit at offsets that send
-                # vectorised kernels down another path, which changes the last bit of results
+                # vectorised kernels down another path, which changes the last bit of results; in
+                # the parameter's own layout (channels_last convolutions in CPU training), as the
+                # state an uninterrupted run creates with zeros_like(param)
                 if isinstance(t, torch.Tensor):
-                    st[name] = t.clone(memory_format=torch.contiguous_format)
+                    like_param = t.shape == p.shape and t.dtype == p.dtype and t.device == p.device
+                    fresh = torch.empty_like(p) if like_param else torch.empty_like(
+                        t, memory_format=torch.contiguous_format)
+                    st[name] = fresh.copy_(t)
             for name in ("exp_avg", "exp_avg_sq"):
                 t = st.get(name)
                 if isinstance(t, torch.Tensor) and t.shape != p.shape:
