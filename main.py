@@ -328,10 +328,6 @@ def _main(args):
     model.to(device)
     model_without_ddp = model
     training = not (args.eval or args.test)
-    if training:  # CPU training: ResNet backbone in channels_last (util/precision.py)
-        from util.precision import use_channels_last_for_training
-        if use_channels_last_for_training(model, device):
-            logger.info("training model: channels_last ResNet backbone")
     ema_m = ModelEma(model_without_ddp, args.ema_decay) if args.use_ema and training else None
     if args.distributed and training:  # evaluation runs on the plain model (no gradient buckets)
         model = torch.nn.parallel.DistributedDataParallel(

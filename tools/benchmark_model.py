@@ -17,9 +17,10 @@ gradient clipping and the fused AdamW step of main.py) on random boxes and
 fails (exit 1) if the loss is not finite. --amp runs as main.py --amp does
 (util/precision.py): float16 autocast on CUDA (with a GradScaler when training;
 --amp_dtype bfloat16 for bfloat16), bfloat16 autocast on a CPU with AMX-BF16 /
-AVX512-BF16, float32 on other CPUs (said so). On the CPU a ResNet backbone runs
-in channels_last as main.py does: always in training, under bfloat16 for
-inference (--channels_last off to compare).
+AVX512-BF16, float32 on other CPUs (said so). Under bfloat16 on the CPU a
+ResNet backbone runs in channels_last for inference as in main.py --eval
+(--channels_last off to compare); training steps run contiguous, as main.py
+trains (--compare_precision measures channels_last training too).
 --compare_pytorch_path times the PyTorch path of the deformable attention too,
 interleaved run by run with the compiled op, and prints the ratio.
 --compare_precision times float32, float32 + channels_last backbone, bfloat16
@@ -71,8 +72,8 @@ def parse_args(argv=None):
     parser.add_argument("--amp_dtype", choices=["float16", "bfloat16"], default=None,
                         help="with --amp on CUDA: the autocast dtype (default float16)")
     parser.add_argument("--channels_last", choices=["auto", "off"], default="auto",
-                        help="auto: channels_last for a ResNet backbone on the CPU as main.py does (training: "
-                             "always; --eval: under bfloat16); off: never")
+                        help="auto: channels_last for a ResNet backbone under bfloat16 on the CPU, as main.py --eval "
+                             "(training runs contiguous, as main.py: channels_last did not pay there); off: never")
     parser.add_argument("--compare_precision", action="store_true",
                         help="time float32 / bfloat16 autocast, each contiguous and with a channels_last ResNet "
                              "backbone, interleaved in this process, and print the ratios to float32")
@@ -329,14 +330,14 @@ def main(argv=None):
 
     from main import build_model_main
     from models.dino.ops import backend
-    from util.precision import cpu_bf16_support, use_channels_last, use_channels_last_for_training
+    from util.precision import cpu_bf16_support, use_channels_last
 
     model, criterion, _ = build_model_main(args)
     model.to(device)
     criterion.to(device) if hasattr(criterion, "to") else None
     layout = "contiguous"
-    if not args.compare_precision and args.channels_last == "auto":
-        if use_channels_last_for_training(model, device) if args.train else use_channels_last(model, device, args.amp):
+    if not (args.compare_precision or args.train) and args.channels_last == "auto":
+        if use_channels_last(model, device, args.amp):
             layout = "channels_last backbone"
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -157,21 +157,6 @@ def use_channels_last(model: nn.Module, device: torch.device, amp: bool) -> bool
     return True
 
 
-def use_channels_last_for_training(model: nn.Module, device: torch.device) -> bool:
-    """Put the model's ResNet backbone in channels_last for training on the CPU, in float32 and
-    bfloat16 alike: oneDNN's convolution backward is fastest in NHWC (the demo's training step,
-    measured interleaved in one process, docs/TRAINING.md). Checkpoints are unaffected (loading
-    copies into either layout). Returns whether it did; other backbones are left as they are."""
-    from models.dino.backbones.resnet import ResNetBody
-
-    backbone = getattr(model, "backbone", None)
-    body = backbone[0] if isinstance(backbone, nn.Sequential) and len(backbone) else None
-    if torch.device(device).type != "cpu" or not isinstance(body, ResNetBody):
-        return False
-    channels_last(body)
-    return True
-
-
 def prepare_for_inference(model: nn.Module, device: torch.device, amp: bool) -> Tuple[str, ...]:
     """Make an inference-only model faster, in place; returns what was done (for the log).
 
