@@ -3,8 +3,7 @@
 # COCO-format dataset of shapes, train the small DINO of config/DINO/DINO_demo.py
 # from random weights (progress display, COCO evaluation after every epoch),
 # evaluate the final checkpoint, and draw its detections on validation images.
-# Nothing is downloaded besides the Python packages. --amp: bfloat16 autocast on
-# a CPU with AMX-BF16 / AVX512-BF16, float32 elsewhere (the log says which).
+# Nothing is downloaded besides the Python packages.
 #   DATA=dir OUT=dir bash scripts/demo.sh [extra main.py arguments, e.g. --options epochs=4]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,10 +21,10 @@ if [ ! -f "$DATA/annotations/instances_val2017.json" ]; then
 fi
 
 echo "[demo] training (re-running continues from $OUT/checkpoint.pth)"
-"$PY" main.py -c "$CONFIG" --coco_path "$DATA" --output_dir "$OUT" --device cpu --num_workers 1 --amp "$@"
+"$PY" main.py -c "$CONFIG" --coco_path "$DATA" --output_dir "$OUT" --device cpu --num_workers 1 "$@"
 
 echo "[demo] evaluating $OUT/checkpoint.pth"
-"$PY" main.py -c "$CONFIG" --coco_path "$DATA" --output_dir "$OUT/eval" --device cpu --num_workers 1 --amp \
+"$PY" main.py -c "$CONFIG" --coco_path "$DATA" --output_dir "$OUT/eval" --device cpu --num_workers 1 \
     --eval --resume "$OUT/checkpoint.pth" "$@"
 
 echo "[demo] drawing detections of 8 validation images"
