@@ -68,6 +68,8 @@ def main(argv=None) -> int:
         prepare_for_inference(model, torch.device("cpu"), amp=False)  # PyTorch as tools/inference.py runs it
         options = ort.SessionOptions()
         options.intra_op_num_threads = opt.threads
+        # ONNX Runtime's threads spin after a run by default, which would slow the PyTorch run after it
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
         def run_torch():
