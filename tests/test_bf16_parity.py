@@ -22,15 +22,19 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).norm() / a.float().norm())
 
 
-def test_bf16_backbone_and_encoder_match_fp32_on_fixture_weights():
+def _fixture_model():
+    """The R50 parity fixture's model with its synthetic weights, in eval mode, its images and fixture."""
     from main import build_model_main
 
     fixture, spec = load_fixture(f"{REPO}/tests/fixtures/parity/dino_r50_4scale")
     torch.manual_seed(0)
     model, _, post = build_model_main(build_args(fixture["config"], fixture["options"]))
     model.load_state_dict(synthetic_state_dict(spec, fixture["seed"]), strict=True)
-    model.eval()
-    images = synthetic_images(fixture["sizes"], fixture["seed"])
+    return model.eval(), post, synthetic_images(fixture["sizes"], fixture["seed"]), fixture
+
+
+def test_bf16_backbone_and_encoder_match_fp32_on_fixture_weights():
+    model, post, images, fixture = _fixture_model()
     seen = {}
     model.backbone[0].register_forward_hook(lambda m, i, out: seen.__setitem__("features", out))
     model.backbone[0].body.conv1.register_forward_hook(lambda m, i, out: seen.__setitem__("conv1", out.dtype))
@@ -67,16 +71,10 @@ def _found_again(ref, got, k: int = 100, iou: float = 0.5) -> float:
 
 def test_bf16_top_detections_found_as_with_half_a_grey_level_of_noise():
     """bfloat16 against float32's top 100, with float32 on a slightly noisy image as the yardstick."""
-    from main import build_model_main
     from util.precision import prepare_for_inference
 
-    fixture, spec = load_fixture(f"{REPO}/tests/fixtures/parity/dino_r50_4scale")
-    torch.manual_seed(0)
-    model, _, post = build_model_main(build_args(fixture["config"], fixture["options"]))
-    model.load_state_dict(synthetic_state_dict(spec, fixture["seed"]), strict=True)
-    model.eval()
+    model, post, images, fixture = _fixture_model()
     prepare_for_inference(model, torch.device("cpu"), True)  # as main.py --eval --amp runs it
-    images = synthetic_images(fixture["sizes"], fixture["seed"])
     sizes = torch.tensor(fixture["sizes"])
     g = torch.Generator().manual_seed(1)
     grey = 1.0 / 255 / 0.226  # one 8-bit grey level after ImageNet normalisation
