@@ -224,8 +224,12 @@ def dataset_category_names(dataset) -> dict:
 
 
 def build_lr_scheduler(args, optimizer, steps_per_epoch: int):
+    """The lr schedule: OneCycleLR stepped per iteration, or StepLR / MultiStepLR stepped per epoch."""
     if getattr(args, "onecyclelr", False):
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, steps_per_epoch=max(1, steps_per_epoch),
+        # each group peaks at its own lr, so lr_backbone and lr_linear_proj_mult hold (the original's
+        # max_lr=args.lr raised every group to args.lr)
+        peaks = [group["lr"] for group in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, steps_per_epoch=max(1, steps_per_epoch),
                                                    epochs=args.epochs, pct_start=0.2)
     if getattr(args, "multi_step_lr", False):
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(args.lr_drop_list))

@@ -115,3 +115,15 @@ def test_step_and_multistep_schedules(model):
     opt = _adamw(args, model)
     lrs = _lrs(build_lr_scheduler(args, opt, steps_per_epoch=5), opt, 4)
     assert [g[0] for g in lrs] == pytest.approx([1e-4, 1e-5, 1e-5, 1e-6])
+
+
+def test_onecycle_keeps_each_groups_own_peak(model):
+    from main import build_lr_scheduler
+
+    args = tiny_args("lr=1e-4", "lr_backbone=1e-5", "onecyclelr=TRUE", "epochs=2")
+    opt = _adamw(args, model)
+    steps = 10
+    lrs = _lrs(build_lr_scheduler(args, opt, steps_per_epoch=steps), opt, 2 * steps)
+    peaks = [max(step[i] for step in lrs) for i in range(2)]
+    assert peaks == pytest.approx([1e-4, 1e-5], rel=0.05)  # warm-up to each group's own lr
+    assert lrs[0][0] < 1e-5 and lrs[-1][0] < 1e-6  # starts low, anneals to near zero
