@@ -457,12 +457,11 @@ def load_pretrained(args, model_without_ddp, ema_m, training: bool, logger):
     from util.ema import ModelEma
 
     pre = load_checkpoint(args.pretrain_model_path, "--pretrain_model_path", args)
-    ignore = list(args.finetune_ignore or ())
+    set_aside = ()
     if args.finetune_class_map and training:  # the class rows are copied by name below
-        from util.class_transfer import CLASS_KEY_WORDS
-        ignore += list(CLASS_KEY_WORDS)
+        from util.class_transfer import CLASS_KEY_WORDS as set_aside
     load_model_weights(model_without_ddp, pre["model"], args.pretrain_model_path, "--pretrain_model_path",
-                       strict=False, ignore=ignore, log=logger)
+                       strict=False, ignore=list(args.finetune_ignore or ()), log=logger, set_aside=set_aside)
     if args.finetune_class_map and training:
         from util.class_transfer import transfer_classes
         transfer_classes(model_without_ddp, pre, args.pretrain_model_path, args.finetune_class_map,

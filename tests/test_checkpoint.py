@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import os
 import pathlib
 import subprocess
@@ -179,6 +180,25 @@ def test_other_class_count_names_keys_and_finetune_ignore(tiny, tmp_path):
                                                       ignore=["label_enc.weight", "class_embed"])
     assert "label_enc.weight" in ignored and "label_enc.weight" in missing and not unexpected
     assert torch.equal(tiny.state_dict()["label_enc.weight"], before["label_enc.weight"])  # kept as initialised
+
+def test_keys_set_aside_for_the_class_map_are_neither_ignored_nor_missing(tiny, caplog):
+    """--finetune_class_map copies the class rows itself: the load before it must not report
+    them as ignored (--finetune_ignore) or as left as initialised."""
+    state = {k: v.clone() + 1 for k, v in tiny.state_dict().items()}
+    state["label_enc.weight"] = torch.zeros(92, 32)  # another class count: would not fit
+    before = tiny.state_dict()["label_enc.weight"].clone()
+    with caplog.at_level(logging.INFO):
+        missing, unexpected, ignored = load_model_weights(
+            tiny, state, "coco.pth", "--pretrain_model_path", strict=False, ignore=["transformer.enc_out"],
+            set_aside=["class_embed", "label_enc"])
+    assert ignored and all("transformer.enc_out" in k for k in ignored)
+    assert set(missing) == set(ignored) and not unexpected  # only the ignored keys stay as initialised
+    assert not any("class_embed" in k or "label_enc" in k for k in ignored)
+    assert torch.equal(tiny.state_dict()["label_enc.weight"], before)
+    level_embed = next(k for k in state if "level_embed" in k)
+    assert torch.equal(tiny.state_dict()[level_embed], state[level_embed])  # the rest is loaded
+    assert "class_embed" not in caplog.text and "label_enc" not in caplog.text
+
 
 
 def test_other_backbone_or_levels_is_explained(tiny):

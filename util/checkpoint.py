@@ -375,20 +375,29 @@ def compare_state(model_state: Dict[str, torch.Tensor], state: Dict[str, torch.T
 
 
 def load_model_weights(model: torch.nn.Module, state: Dict[str, torch.Tensor], path: str, what: str,
-                       strict: bool = True, ignore: Sequence[str] = (), log: Optional[logging.Logger] = None):
+                       strict: bool = True, ignore: Sequence[str] = (), log: Optional[logging.Logger] = None,
+                       set_aside: Sequence[str] = ()):
     """Load `state` into `model` after checking that it fits (see module doc).
 
     strict: missing or unexpected keys are errors (resume / eval); otherwise
     they are reported and the rest is loaded (fine-tuning). Keys containing a
-    word of `ignore` are dropped first. Returns (missing, unexpected, ignored).
+    word of `ignore` are dropped first. Keys containing a word of `set_aside`
+    are left to a later step (the class rows --finetune_class_map copies by
+    name): neither loaded nor reported, in the file or in the model.
+    Returns (missing, unexpected, ignored).
     """
     log = log or logger
-    state = clean_state_dict(state)
+
+    def aside(key: str) -> bool:
+        return any(word in key for word in set_aside)
+
+    state = OrderedDict((k, v) for k, v in clean_state_dict(state).items() if not aside(k))
     ignored = [k for k in state if any(word in k for word in ignore)]
     if ignored:
         state = OrderedDict((k, v) for k, v in state.items() if k not in set(ignored))
     model_state = model.state_dict()
     missing, unexpected, mismatched = compare_state(model_state, state)
+    missing = [k for k in missing if not aside(k)]
 
     fitting = len(state) - len(unexpected) - len(mismatched)
     if fitting == 0 and len(model_state) > 0:
