@@ -8,8 +8,12 @@ _base_ = ['DINO_4scale.py']
 num_classes = 6             # synthetic shapes use category ids 1..5
 dn_labelbook_size = 6
 
-# ResNet-18 trained from scratch: ordinary batch norm, nothing frozen
+# ResNet-18 trained from scratch: ordinary batch norm, nothing frozen; cut after layer3
+# (strides 8 and 16; two extra stride-2 convs give the levels at 32 and 64): on these
+# 128-160 pixel images layer4 is a 4x5 map, and without it a step takes ~0.8x the time
+# and the demo ends as high (docs/TRAINING.md, "The demo's recipe")
 backbone = 'resnet18'
+return_interm_indices = [1, 2]
 backbone_pretrained = False
 batch_norm_type = 'BatchNorm2d'
 backbone_freeze_keywords = []
