@@ -90,12 +90,16 @@ class Detector:
     def from_checkpoint(cls, checkpoint: str, config: Optional[str] = None,
                         options: Optional[Mapping[str, Any]] = None,
                         device: Optional[Union[str, torch.device]] = None,
-                        use_ema: bool = False, amp: bool = False) -> "Detector":
-        """Rebuild the model of `checkpoint` and load its weights (strictly).
+                        use_ema: bool = False, amp: bool = False,
+                        trust_checkpoint: bool = False) -> "Detector":
+        """Rebuild the model of `checkpoint` (a .pth, .safetensors or URL) and load its weights (strictly).
 
         config: a config file that wins over what the checkpoint records;
         options: single config keys to override ({"num_select": 100} or {"num_select": "100"});
-        use_ema: the EMA weights.
+        use_ema: the EMA weights;
+        trust_checkpoint: also load a pickled file that holds Python objects outside the
+        allow-list, which RUNS CODE FROM THE FILE (only for files you trust; without it such a
+        file is refused and nothing in it runs).
         Errors for people: util.checkpoint.CheckpointError, util.slconfig.ConfigError.
         """
         from main import build_model_main
@@ -109,12 +113,13 @@ class Detector:
         device = resolve_device(device)
         # "k": "v" strings read as on the command line (--options k=v), other values as given
         options = {k: parse_option_value(v) if isinstance(v, str) else v for k, v in (options or {}).items()}
-        ckpt = load_checkpoint(checkpoint, "checkpoint")
+        ckpt = load_checkpoint(checkpoint, "checkpoint", trust=trust_checkpoint)
         try:
             args, source = args_for_checkpoint(ckpt, checkpoint, config, options)
         except ConfigError as exc:
             raise ConfigError(f"{exc}{_config_suggestion(ckpt)}") from None
         args.device = str(device)
+        args.trust_checkpoint = trust_checkpoint  # also for a backbone file the settings name
         ckpt = in_project_layout(ckpt, checkpoint, "checkpoint", args)  # detrex files: converted on load
         model, _criterion, postprocessors = build_model_main(args)
         key = "ema_model" if use_ema else "model"
@@ -238,11 +243,10 @@ def label_map_for(args: Any) -> Optional[List[int]]:
 def _config_suggestion(checkpoint: Mapping[str, Any]) -> str:
     """For a released checkpoint that records no settings: which config to pass."""
     try:
-        from models.dino.checkpoint_layouts import detect_layout, detrex_facts
+        from models.dino.checkpoint_layouts import detect_layout, detrex_facts, find_detrex_config
         if detect_layout(checkpoint["model"], checkpoint) != "detrex":
             return " (released checkpoints: docs/MODEL_ZOO.md names the config of each)"
-        from tools.convert_checkpoint import find_config
-        path = os.path.relpath(find_config(detrex_facts(checkpoint["model"])))
+        path = os.path.relpath(find_detrex_config(detrex_facts(checkpoint["model"])))
         return (f" (it is a detrex checkpoint; its model matches {path} or a sibling of it in "
                 f"docs/MODEL_ZOO.md: pick the row you downloaded)")
     except Exception:  # noqa: BLE001 - a suggestion only

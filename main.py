@@ -57,6 +57,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="with --pretrain_model_path: copy the classifier and label-embedding rows of the "
                              "classes this dataset shares with the checkpoint ('auto': matched by name; or a "
                              "json {\"new class\": \"checkpoint class\"}); the others start as new")
+    parser.add_argument("--trust_checkpoint", action="store_true",
+                        help="load pickled checkpoints that hold Python objects outside the allow-list; this "
+                             "RUNS CODE FROM THE FILE: only for files you trust (docs/CHECKPOINTS.md)")
     parser.add_argument("--start_epoch", default=0, type=int, metavar="N")
     parser.add_argument("--eval", action="store_true", help="evaluate on val2017 and exit")
     parser.add_argument("--num_workers", default=10, type=int)
@@ -422,7 +425,7 @@ def resume_from(resume_path: str, how: str, args, model_without_ddp, ema_m, opti
     from util.ema import ModelEma
 
     rank = utils.get_rank()
-    checkpoint = load_checkpoint(resume_path, "--resume", args)
+    checkpoint = load_checkpoint(resume_path, "--resume", args, trust=args.trust_checkpoint)
     load_model_weights(model_without_ddp, checkpoint["model"], resume_path, "--resume", strict=True, log=logger)
     ckpt_epoch = checkpoint.get("epoch")
     logger.info("Loaded checkpoint %s (%s%s)", os.path.abspath(resume_path), how,
@@ -456,7 +459,7 @@ def load_pretrained(args, model_without_ddp, ema_m, training: bool, logger):
     from util.checkpoint import load_checkpoint, load_model_weights
     from util.ema import ModelEma
 
-    pre = load_checkpoint(args.pretrain_model_path, "--pretrain_model_path", args)
+    pre = load_checkpoint(args.pretrain_model_path, "--pretrain_model_path", args, trust=args.trust_checkpoint)
     set_aside = ()
     if args.finetune_class_map and training:  # the class rows are copied by name below
         from util.class_transfer import CLASS_KEY_WORDS as set_aside

@@ -126,7 +126,7 @@ def test_levels_and_published_pretrained_layout(name, monkeypatch):
     assert all(torch.isfinite(o).all() for o in outs)
 
     state, expected_missing = published_layout(name, body)
-    monkeypatch.setattr(pretrained, "read_checkpoint", lambda path: dict(state))
+    monkeypatch.setattr(pretrained, "read_checkpoint", lambda path, trust=False: dict(state))
     result = load_pretrained(body, "published.pth", REMAPS[family(name)], what=name)
     assert result.unexpected_keys == []
     assert set(result.missing_keys) == expected_missing
@@ -166,7 +166,7 @@ def test_timm_layout_loads_and_computes_the_same_stages(timm_name, name, size, m
     reference = _randomize(timm.create_model(timm_name, pretrained=False, **kwargs)).eval()
     body = build_backbone_body(body_args(name, return_interm_indices=[0, 1, 2, 3])).eval()
     state = reference.state_dict()
-    monkeypatch.setattr(pretrained, "read_checkpoint", lambda path: dict(state))
+    monkeypatch.setattr(pretrained, "read_checkpoint", lambda path, trust=False: dict(state))
     result = load_pretrained(body, "timm.pth", REMAPS[family(name)])
     assert result.unexpected_keys == [] and all(k.startswith("norm") for k in result.missing_keys)
     for i in range(4):            # compare the stages themselves, before the detection out norms
@@ -295,7 +295,7 @@ def test_swin_dilation_and_the_families_without_it(monkeypatch):
     # pretrained weights of the undilated last stage are left out, as in the original
     plain = build_backbone_body(body_args("swin_T_224_1k"))
     state = {k: v for k, v in plain.state_dict().items() if not k.startswith("norm")}
-    monkeypatch.setattr(pretrained, "read_checkpoint", lambda path: dict(state))
+    monkeypatch.setattr(pretrained, "read_checkpoint", lambda path, trust=False: dict(state))
     result = load_pretrained(body, "swin.pth", remap_swin)
     assert result.unexpected_keys == []
     assert all(k.startswith(("layers.3.", "norm")) for k in result.missing_keys)

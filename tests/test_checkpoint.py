@@ -54,7 +54,8 @@ def test_crash_while_writing_keeps_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", half_then_crash)
-    with pytest.raises(OSError):
+    from util.atomic import OutputError
+    with pytest.raises(OutputError, match="could not write .*checkpoint.pth: No space left on device"):
         save_checkpoint_files({"model": {"w": torch.ones(3)}, "epoch": 1}, [tmp_path / "checkpoint0001.pth", path])
     assert sha(path) == before
     assert sorted(os.listdir(tmp_path)) == ["checkpoint.pth"]  # temporary files removed
@@ -144,13 +145,18 @@ def test_original_code_checkpoint_format(tmp_path):
     assert ckpt["epoch"] == 11 and ckpt["args"].lr_drop_list == [33, 45]
 
 
-def test_checkpoint_with_other_python_objects_falls_back(tmp_path, caplog):
+def test_checkpoint_with_other_python_objects_is_refused_unless_trusted(tmp_path, caplog):
+    """No silent fallback to full unpickling: an object outside the allow-list is refused by name;
+    trust=True (--trust_checkpoint) reads it, with a warning."""
+    from util.checkpoint import UntrustedCheckpointError
     path = tmp_path / "old.pth"
     torch.save({"model": {"w": torch.ones(2)}, "args": argparse.Namespace(path=pathlib.PurePosixPath("/x"))}, path)
+    with pytest.raises(UntrustedCheckpointError, match=r"old.pth: refused .* pathlib.PurePosixPath"):
+        load_checkpoint(str(path))
     with caplog.at_level("WARNING", logger="dino.checkpoint"):
-        ckpt = load_checkpoint(str(path))
+        ckpt = load_checkpoint(str(path), trust=True)
     assert str(ckpt["args"].path) == "/x"
-    assert "weights_only=False" in caplog.text
+    assert "--trust_checkpoint" in caplog.text
 
 
 def test_bare_state_dict_is_accepted(tmp_path):

@@ -1,29 +1,38 @@
-"""Convert a DINO checkpoint of another code base into this project's layout.
+"""Convert a DINO checkpoint into this project's layout, as a .pth or a .safetensors file.
 
     python tools/convert_checkpoint.py dino_r50_4scale_12ep.pth converted.pth
     python tools/convert_checkpoint.py dino_eva_02_vitdet_b_4attn_1024_lrd0p7_4scale_12ep.pth out.pth \\
         -c config/detrex/dino_eva_02_vitdet_b_4attn_1024_lrd0p7_4scale_12ep.py
+    python tools/convert_checkpoint.py logs/mine/checkpoint.pth mine.safetensors   # to share a fine-tuned model
 
 The layout of IN is recognised from its keys (models/dino/checkpoint_layouts.py):
 detrex / detectron2 checkpoints are converted, checkpoints of the original DINO
 code or of this project already have this project's keys and are copied (their
-weights only; checked when -c names their config). The result is checked against the model the config builds (every key present,
-every shape equal) and written atomically as {"model": state_dict, "config":
-the config used}; OUT is never IN, and nothing is written when anything does
-not fit. Without -c the config is the one under config/detrex/ whose backbone,
-number of feature levels and class count match the checkpoint.
+weights only; checked when -c names their config). Without -c the config of a
+detrex file is the one under config/detrex/ whose backbone, number of feature
+levels and class count match it.
 
-Then evaluate with `main.py -c CONFIG --eval --resume OUT` (main.py also
-converts a detrex file given to --resume / --pretrain_model_path directly).
+OUT keeps what IN knew: the run's settings (main.py's `args`, with its class
+names and category ids) or, for a detrex file, the settings of its config, so
+`tools/inference.py --checkpoint OUT` and `Detector.from_checkpoint(OUT)` need
+no -c. OUT ending in .safetensors is a safetensors file (the weights, and the
+settings as JSON metadata): nothing in it can run code when it is read, which
+makes it the format to share models in. Any other name gets a torch file
+{"model", "args", "config", "options"} that loads with torch.load(weights_only=True).
+
+OUT is checked before IN is read: never IN (compared as files), an existing
+file only with --overwrite, its folder created when missing; it is written
+atomically, and nothing is written when anything does not fit. IN is read as
+data: a pickled file holding other Python objects is refused unless
+--trust_checkpoint (which runs code from it: only for files you trust).
 """
 from __future__ import annotations
 
 import argparse
-import glob
 import logging
 import os
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -31,52 +40,25 @@ sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 
 from models.dino.checkpoint_layouts import (LayoutError, detect_layout, detrex_facts,  # noqa: E402
-                                            detrex_to_project)
+                                            detrex_to_project, find_detrex_config)
+from util.atomic import OutputError, atomic_write_bytes, check_output_file  # noqa: E402
 from util.checkpoint import CheckpointError, load_checkpoint, save_checkpoint_files  # noqa: E402
-
-DETREX_CONFIGS = os.path.join(ROOT, "config", "detrex")
+from util.run_config import RUN_ONLY_KEYS, args_from_config, recorded_settings  # noqa: E402
+from util.slconfig import ConfigError, DictAction  # noqa: E402
 
 
 class ConvertError(RuntimeError):
     """A problem for the person running the tool (one line)."""
 
 
-def config_args(config_file: str, options: Sequence[str] = ()):
-    """The argparse namespace main.py would build for `config_file` and `--options` (config keys copied onto it)."""
-    from main import apply_config, get_args_parser, load_config
-    argv = ["-c", config_file, "--device", "cpu"] + (["--options", *options] if options else [])
-    args = get_args_parser().parse_args(argv)
-    cfg, _ = load_config(args)
-    apply_config(cfg, args)
-    return args
-
-
-def _config_facts(path: str) -> Tuple[str, int, int]:
-    from util.slconfig import SLConfig
-    cfg = SLConfig.fromfile(path).to_dict()
-    return cfg.get("backbone"), cfg.get("num_feature_levels"), cfg.get("num_classes")
-
-
-def find_config(facts: Dict[str, object]) -> str:
-    """The config/detrex/ config matching a detrex checkpoint's backbone, levels and classes."""
-    if facts["backbone"] is None:
-        raise ConvertError("cannot tell which backbone this detrex checkpoint holds; name its config with -c")
-    wanted = (facts["backbone"], facts["num_feature_levels"], facts["num_classes"])
-    for path in sorted(glob.glob(os.path.join(DETREX_CONFIGS, "dino_*.py"))):
-        if _config_facts(path) == wanted:
-            return path
-    raise ConvertError(f"no config under {os.path.relpath(DETREX_CONFIGS)} has backbone={wanted[0]}, "
-                       f"num_feature_levels={wanted[1]}, num_classes={wanted[2]}; name a config with -c")
-
-
 def build_model_state(args) -> Dict[str, torch.Tensor]:
     """Shapes of the model `args` builds (on the meta device when the builders allow it: no memory)."""
-    from main import build_model_main
+    from models import build_model
     try:
         with torch.device("meta"):
-            model = build_model_main(args)[0]
+            model = build_model(args)[0]
     except Exception:  # noqa: BLE001 - some builders compute on real tensors; build on the CPU then
-        model = build_model_main(args)[0]
+        model = build_model(args)[0]
     return model.state_dict()
 
 
@@ -96,48 +78,91 @@ def check_fits(state: Dict[str, torch.Tensor], model_state: Dict[str, torch.Tens
                            f"trained with (-c)")
 
 
-def convert(src: str, config: Optional[str], options: Sequence[str] = (), ema: bool = False
-            ) -> Tuple[Dict[str, torch.Tensor], Optional[str], List[str]]:
-    """(converted state dict, config used (None: not checked), lines describing the mapping)."""
-    checkpoint = load_checkpoint(src, "input")
-    state = checkpoint["model"]
-    if ema:  # detrex saves its model EMA beside the model, as `ema_state`
-        state = checkpoint.get("ema_state") or checkpoint.get("ema_model")
-        if not isinstance(state, dict) or not state:
-            raise ConvertError(f"{src} holds no EMA weights (no 'ema_state' / 'ema_model' entry); drop --ema")
+def _weights(checkpoint: Dict[str, Any], src: str, ema: bool) -> Dict[str, torch.Tensor]:
+    if not ema:
+        return checkpoint["model"]
+    state = checkpoint.get("ema_state") or checkpoint.get("ema_model")  # detrex: ema_state; main.py: ema_model
+    if not isinstance(state, dict) or not state:
+        raise ConvertError(f"{src} holds no EMA weights (no 'ema_state' / 'ema_model' entry); drop --ema")
+    return state
+
+
+def settings_to_keep(recorded: Optional[Dict[str, Any]], args: Optional[argparse.Namespace]) -> Optional[dict]:
+    """The settings OUT records: IN's own (main.py's args), else those of the config used; the
+    flags of the run that wrote IN (paths, devices, ranks) are left out."""
+    source = recorded if recorded is not None else (vars(args) if args is not None else None)
+    if source is None:
+        return None
+    return {k: v for k, v in source.items() if k not in RUN_ONLY_KEYS}
+
+
+def convert(src: str, config: Optional[str], options: Optional[Dict[str, Any]] = None, ema: bool = False,
+            trust: bool = False) -> Tuple[Dict[str, torch.Tensor], Optional[str], Optional[dict], List[str]]:
+    """(converted state dict, config used (None: not checked), settings to record, lines describing it)."""
+    checkpoint = load_checkpoint(src, "input", trust=trust)
+    state = _weights(checkpoint, src, ema)
+    recorded = recorded_settings(checkpoint)
     layout = detect_layout(state, checkpoint)
     lines = [f"{src}: {layout} layout, {len(state)} tensors"]
+    args = None
     if layout == "detrex":
         facts = detrex_facts(state)
         lines.append("detrex model: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
-        config = config or find_config(facts)
-        args = config_args(config, options)
+        config = config or find_detrex_config(facts)
+        args = args_from_config(config, options)
         state, notes = detrex_to_project(state, args)
         lines += ["  " + n for n in notes]
     else:
         lines.append("  keys kept as they are (this project uses the original DINO's names)")
-        if config is None:
-            lines.append("  no config given (-c): shapes not checked")
-            return state, None, lines
-        args = config_args(config, options)
-    check_fits(state, build_model_state(args), config)
-    lines.append(f"fits {os.path.relpath(config)}: {len(state)} tensors")
-    return state, config, lines
+        if config is not None:
+            args = args_from_config(config, options)
+    if args is not None:
+        check_fits(state, build_model_state(args), config)
+        lines.append(f"fits {os.path.relpath(config)}: {len(state)} tensors")
+    elif recorded is None:
+        lines.append("  no config given (-c) and none recorded in the file: shapes not checked, no settings kept")
+    settings = settings_to_keep(recorded, args)
+    if settings is not None:
+        names = settings.get("category_names") or {}
+        lines.append(f"  settings kept: {len(settings)} keys" + (f", {len(names)} class names" if names else ""))
+    return state, config, settings, lines
+
+
+def write_output(path: str, state: Dict[str, torch.Tensor], settings: Optional[dict], config: Optional[str],
+                 options: Optional[Dict[str, Any]], src: str) -> None:
+    """`path` as safetensors (by its extension) or as a torch file; atomically either way."""
+    extra = {"config": os.path.relpath(config, ROOT) if config else None, "options": dict(options or {}),
+             "converted_from": os.path.basename(src)}
+    if settings is not None:
+        extra["args"] = settings
+    if path.endswith(".safetensors"):
+        from util.weights_io import safetensors_bytes
+        atomic_write_bytes(path, safetensors_bytes(state, extra))
+    else:
+        save_checkpoint_files({"model": state, **extra}, [path])
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="examples:\n  python tools/convert_checkpoint.py detrex.pth converted.pth\n"
+                                     epilog="examples:\n"
+                                            "  python tools/convert_checkpoint.py detrex.pth converted.pth\n"
                                             "  python tools/convert_checkpoint.py detrex.pth converted.pth "
-                                            "-c config/detrex/dino_r50_4scale_12ep.py")
-    parser.add_argument("input", help="checkpoint to convert (detrex, original DINO or this project)")
-    parser.add_argument("output", help="file to write ({'model': state_dict, 'config': path})")
+                                            "-c config/detrex/dino_r50_4scale_12ep.py\n"
+                                            "  python tools/convert_checkpoint.py demo_output/checkpoint.pth "
+                                            "demo_output/demo.safetensors")
+    parser.add_argument("input", help="checkpoint to convert (detrex, original DINO or this project; .pth or "
+                                      ".safetensors)")
+    parser.add_argument("output", help="file to write: NAME.safetensors, or a torch file {'model', 'args', ...}")
     parser.add_argument("-c", "--config", help="config the checkpoint belongs to (default: found from its keys)")
-    parser.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--options", nargs="+", action=DictAction, default={}, metavar="KEY=VALUE",
                         help="config overrides, as main.py's --options (the model the weights are for)")
     parser.add_argument("--ema", action="store_true",
                         help="convert the EMA weights the file holds (detrex: 'ema_state') instead of 'model'")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    parser.add_argument("--trust_checkpoint", "--trust-checkpoint", dest="trust_checkpoint", action="store_true",
+                        help="read a pickled IN that holds Python objects outside the allow-list; this RUNS CODE "
+                             "FROM THE FILE: only for files you trust")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser.parse_args(argv)
 
@@ -146,22 +171,26 @@ def main(argv=None) -> int:
     opt = parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     try:
-        if os.path.abspath(opt.input) == os.path.abspath(opt.output):
-            raise ConvertError("OUT must differ from IN (the input is never overwritten)")
         if opt.config and not os.path.isfile(opt.config):
             raise ConvertError(f"config {opt.config} does not exist")
         if opt.options and not opt.config:
             raise ConvertError("--options needs the config they change (-c)")
-        state, config, lines = convert(opt.input, opt.config, opt.options, opt.ema)
+        if not os.path.isfile(opt.input) and not opt.input.startswith(("http://", "https://")):
+            raise ConvertError(f"input {opt.input}: no such file")
+        output = check_output_file(opt.output, inputs=[opt.input], overwrite=opt.overwrite, flag="OUT")
+        state, config, settings, lines = convert(opt.input, opt.config, opt.options, opt.ema, opt.trust_checkpoint)
         print("\n".join(lines))
-        used = os.path.relpath(config, ROOT) if config else None
-        save_checkpoint_files({"model": state, "config": used, "options": opt.options}, [opt.output])
+        write_output(output, state, settings, config, opt.options, opt.input)
         print(f"wrote {opt.output}")
         return 0
-    except (ConvertError, LayoutError, CheckpointError, ValueError, KeyError) as exc:
+    except (ConvertError, LayoutError, CheckpointError, OutputError, ConfigError, ValueError, KeyError,
+            OSError) as exc:
         if opt.debug:
             raise
-        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+            message = f"{getattr(exc, 'filename', None) or opt.input}: {exc.strerror or message}"
+        print(f"error: {message}", file=sys.stderr)
         return 1
 
 

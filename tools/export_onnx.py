@@ -65,7 +65,8 @@ class ExportError(RuntimeError):
 # --------------------------------------------------------------------------- #
 # model
 # --------------------------------------------------------------------------- #
-def build_model(config: Optional[str], options: Optional[Dict[str, Any]], checkpoint: str, use_ema: bool = False):
+def build_model(config: Optional[str], options: Optional[Dict[str, Any]], checkpoint: str, use_ema: bool = False,
+                trust_checkpoint: bool = False):
     """(model in eval mode on the CPU, postprocessor, args) for a checkpoint: its settings from
     `config` when given, else from what the checkpoint records (util/run_config.py)."""
     from main import build_model_main
@@ -74,9 +75,10 @@ def build_model(config: Optional[str], options: Optional[Dict[str, Any]], checkp
 
     if config and not os.path.isfile(config):
         raise ExportError(f"-c {config}: no such config file")
-    ckpt = load_checkpoint(checkpoint, what="--checkpoint")
+    ckpt = load_checkpoint(checkpoint, what="--checkpoint", trust=trust_checkpoint)
     args, _source = args_for_checkpoint(ckpt, checkpoint, config, options)
     args.device = "cpu"
+    args.trust_checkpoint = trust_checkpoint
     ckpt = in_project_layout(ckpt, checkpoint, "--checkpoint", args)  # detrex files: converted on load
     key = "ema_model" if use_ema else "model"
     if key not in ckpt:
@@ -328,6 +330,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="write the weights to OUTPUT.data beside the graph (automatic for graphs over 2 GB)")
     p.add_argument("--overwrite", action="store_true", help="replace --output (and OUTPUT.data) if they exist")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch and ONNX Runtime")
+    p.add_argument("--trust_checkpoint", "--trust-checkpoint", dest="trust_checkpoint", action="store_true",
+                   help="load a pickled checkpoint that holds Python objects outside the allow-list; this RUNS CODE FROM THE FILE: only for files you trust")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return p
 
@@ -341,7 +345,8 @@ def run(opt: argparse.Namespace) -> int:
     if opt.threads:
         torch.set_num_threads(opt.threads)
     output = check_paths(opt.output, [p for p in (opt.config_file, opt.checkpoint) if p], opt.overwrite)
-    model, postprocessor, args = build_model(opt.config_file, opt.options, opt.checkpoint, opt.use_ema)
+    model, postprocessor, args = build_model(opt.config_file, opt.options, opt.checkpoint, opt.use_ema,
+                                         opt.trust_checkpoint)
     export_size, check_sizes = default_sizes(args)
     export_size = tuple(opt.size) if opt.size else export_size
     if opt.check_sizes:

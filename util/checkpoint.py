@@ -6,15 +6,18 @@ Writing
     other paths, fsyncs each, then renames them into place (`os.replace`), the
     last path last, and fsyncs the folder. A process killed at any moment
     leaves every destination either as it was before or complete; never
-    truncated. Leftover temporary files are removed by `remove_stale_tmp_files`.
+    truncated. Leftover temporary files are removed by `remove_stale_tmp_files`
+    (util/atomic.py, shared with the tools' outputs).
 
 Reading
     `load_checkpoint(path, what)` reads a checkpoint of this project or of the
     original DINO code (a dict with 'model' and maybe 'optimizer',
     'lr_scheduler', 'epoch', 'args' as a pickled argparse.Namespace,
-    'ema_model'), or a bare state dict. Problems (missing file, a folder, a
-    truncated or foreign file, no 'model' entry) raise `CheckpointError` whose
-    message names the file and says what to do. Given the run's `args`, a
+    'ema_model'), a bare state dict, or a .safetensors file, as data: nothing
+    in the file runs (util/weights_io.py). Problems (missing file, a folder, a
+    truncated or foreign file, a Python object outside the allow-list, no
+    'model' entry) raise `CheckpointError` whose message names the file and
+    says what to do. Given the run's `args`, a
     checkpoint in detrex's layout is converted to this project's keys on load
     (models/dino/checkpoint_layouts.py; logged), keeping only its weights.
 
@@ -45,14 +48,13 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from util.atomic import (OutputError, atomic_write_text, fsync_dir, remove_stale_tmp_files,  # noqa: F401
+                         tmp_path_for, write_error)
+from util.weights_io import CheckpointError, UntrustedCheckpointError, read_weights_file  # noqa: F401
+
 logger = logging.getLogger("dino.checkpoint")
 
-TMP_MARK = ".tmp-"
 MAX_LISTED = 8
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read or used; the message says what to do."""
 
 
 # --------------------------------------------------------------------------- #
@@ -90,18 +92,23 @@ def _hang_for_test(stage: str, path: str) -> None:
     raise SystemExit(99)
 
 
-class _PausingWriter:
-    """File wrapper that hangs (for tests) after the first chunk has been written."""
+class _RecordingWriter:
+    """The file torch.save writes to: keeps the OSError of a failed write (torch reports a full disk
+    as an unrelated "unexpected pos"), and for tests (`pause`) hangs after the first chunk."""
 
-    def __init__(self, f, path: str):
-        self.f = f
-        self.path = path
+    def __init__(self, f, path: str, pause: bool = False):
+        self.f, self.path, self.pause = f, path, pause
         self.written = 0
+        self.error: Optional[OSError] = None
 
     def write(self, data) -> int:
-        n = self.f.write(data)
+        try:
+            n = self.f.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
         self.written += n
-        if self.written >= 1024:
+        if self.pause and self.written >= 1024:
             self.f.flush()
             os.fsync(self.f.fileno())
             _hang_for_test("mid_write", self.path)
@@ -109,24 +116,6 @@ class _PausingWriter:
 
     def flush(self) -> None:
         self.f.flush()
-
-
-def _tmp_path(path: str) -> str:
-    folder, name = os.path.split(os.path.abspath(path))
-    return os.path.join(folder, f".{name}{TMP_MARK}{os.getpid()}")
-
-
-def _fsync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _copy_for_save(src: str, dst: str, stage: Optional[str]) -> None:
@@ -141,11 +130,29 @@ def _copy_for_save(src: str, dst: str, stage: Optional[str]) -> None:
         os.fsync(fout.fileno())
 
 
+def _serialize(obj: Any, tmp: str, final: str, stage: Optional[str]) -> None:
+    """torch.save `obj` into `tmp`, fsynced; a failed write raises OutputError naming `final`."""
+    writer = None
+    try:
+        with open(tmp, "wb") as f:
+            writer = _RecordingWriter(f, final, pause=stage == "mid_write")
+            torch.save(obj, writer)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise write_error(final, exc) from exc
+    except RuntimeError as exc:
+        if writer is not None and writer.error is not None:
+            raise write_error(final, writer.error) from exc
+        raise
+
+
 def save_checkpoint_files(obj: Any, paths: Sequence[str]) -> None:
     """Write `obj` with torch.save to every path atomically (see module doc).
 
     The last path is the one that matters most (checkpoint.pth, which a restart resumes
-    from): it is serialized first and renamed into place last.
+    from): it is serialized first and renamed into place last. A failed write (full disk,
+    permissions) raises util.atomic.OutputError naming the file; no destination is changed.
     """
     paths = [str(p) for p in paths]
     if not paths:
@@ -153,26 +160,26 @@ def save_checkpoint_files(obj: Any, paths: Sequence[str]) -> None:
     primary = paths[-1]
     tmps: List[Tuple[str, str]] = []
     try:
-        primary_tmp = _tmp_path(primary)
+        primary_tmp = tmp_path_for(primary, keep_extension=False)
         stage = _fault_stage(primary)
-        with open(primary_tmp, "wb") as f:
-            tmps.append((primary_tmp, primary))
-            torch.save(obj, _PausingWriter(f, primary) if stage == "mid_write" else f)
-            f.flush()
-            os.fsync(f.fileno())
+        tmps.append((primary_tmp, primary))
+        _serialize(obj, primary_tmp, primary, stage)
         if stage == "before_replace":
             _hang_for_test(stage, primary)
         for path in paths[:-1]:
-            tmp = _tmp_path(path)
+            tmp = tmp_path_for(path, keep_extension=False)
             tmps.insert(len(tmps) - 1, (tmp, path))
             extra_stage = _fault_stage(path)
-            _copy_for_save(primary_tmp, tmp, extra_stage)
+            try:
+                _copy_for_save(primary_tmp, tmp, extra_stage)
+            except OSError as exc:
+                raise write_error(path, exc) from exc
             if extra_stage == "before_replace":
                 _hang_for_test(extra_stage, path)
         for tmp, path in tmps:  # the primary last
             os.replace(tmp, path)
         for folder in {os.path.dirname(os.path.abspath(p)) for p in paths}:
-            _fsync_dir(folder)
+            fsync_dir(folder)
     except BaseException:
         for tmp, _ in tmps:
             try:
@@ -180,31 +187,6 @@ def save_checkpoint_files(obj: Any, paths: Sequence[str]) -> None:
             except OSError:
                 pass
         raise
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Replace a small text file atomically."""
-    tmp = _tmp_path(path)
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def remove_stale_tmp_files(folder: str) -> List[str]:
-    """Delete temporary files left by runs that were killed while saving."""
-    removed = []
-    if not folder or not os.path.isdir(folder):
-        return removed
-    for name in os.listdir(folder):
-        if name.startswith(".") and TMP_MARK in name:
-            try:
-                os.remove(os.path.join(folder, name))
-                removed.append(name)
-            except OSError:
-                pass
-    return removed
 
 
 # --------------------------------------------------------------------------- #
@@ -215,16 +197,14 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:300]
 
 
-def _safe_globals() -> list:
-    return [argparse.Namespace]
+def load_checkpoint(path: str, what: str = "--resume", args: Optional[argparse.Namespace] = None,
+                    trust: bool = False) -> Dict[str, Any]:
+    """Read a checkpoint file (or URL) into a dict with at least 'model' (see module doc).
 
-
-def load_checkpoint(path: str, what: str = "--resume", args: Optional[argparse.Namespace] = None) -> Dict[str, Any]:
-    """Read a checkpoint file into a dict with at least 'model' (see module doc).
-
-    With `args` (the config the weights are for), a detrex checkpoint comes back converted.
+    Nothing in the file runs unless `trust` (util/weights_io.py). With `args` (the config the
+    weights are for), a detrex checkpoint comes back converted.
     """
-    return in_project_layout(_read_checkpoint(path, what), path, what, args)
+    return in_project_layout(_read_checkpoint(path, what, trust), path, what, args)
 
 
 def in_project_layout(checkpoint: Dict[str, Any], path: str, what: str,
@@ -251,43 +231,8 @@ def in_project_layout(checkpoint: Dict[str, Any], path: str, what: str,
     return {"model": state}
 
 
-def _read_checkpoint(path: str, what: str) -> Dict[str, Any]:
-    if not path:
-        raise CheckpointError(f"{what}: no file given")
-    path = os.path.expanduser(str(path))
-    if path.startswith(("http://", "https://")):
-        try:
-            raw = torch.hub.load_state_dict_from_url(path, map_location="cpu", check_hash=False,
-                                                     weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - network or format problem
-            raise CheckpointError(f"{what} {path}: download failed ({_first_line(exc)}). Download the file "
-                                  f"yourself and pass its local path.") from None
-        return _as_checkpoint(raw, path, what)
-    if not os.path.exists(path):
-        raise CheckpointError(f"{what} {path}: file does not exist. Check the path (it is relative to "
-                              f"{os.getcwd()}).")
-    if os.path.isdir(path):
-        hint = os.path.join(path, "checkpoint.pth")
-        extra = f" (e.g. {hint})" if os.path.exists(hint) else ""
-        raise CheckpointError(f"{what} {path} is a folder; give a checkpoint file{extra}.")
-    if os.path.getsize(path) == 0:
-        raise CheckpointError(f"{what} {path} is empty (0 bytes), probably from an interrupted copy or save; "
-                              f"use another checkpoint.")
-    try:
-        with torch.serialization.safe_globals(_safe_globals()):
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - try the permissive loader next
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001
-            reason = _first_line(exc)
-            raise CheckpointError(
-                f"{what} {path} is not a readable PyTorch checkpoint ({reason}). It may be truncated (a copy "
-                f"or save that was interrupted) or another kind of file; use another checkpoint "
-                f"(e.g. checkpointNNNN.pth of the same run).") from None
-        logger.warning("%s %s holds Python objects besides tensors and was read with weights_only=False; "
-                       "only load checkpoints you trust.", what, path)
-    return _as_checkpoint(raw, path, what)
+def _read_checkpoint(path: str, what: str, trust: bool = False) -> Dict[str, Any]:
+    return _as_checkpoint(read_weights_file(path, what, trust), os.path.expanduser(str(path)), what)
 
 
 def _is_state_dict(obj: Any) -> bool:

@@ -15,9 +15,9 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from util.slconfig import ConfigError
 
 # Flags of a run that say nothing about the model and must not leak into a new use of it.
-_RUN_ONLY = ("resume", "pretrain_model_path", "output_dir", "eval", "test", "device",
+RUN_ONLY_KEYS = ("resume", "pretrain_model_path", "output_dir", "eval", "test", "device",
              "distributed", "rank", "world_size", "gpu", "local_rank", "dist_url", "options",
-             "start_epoch", "finetune_ignore")
+             "start_epoch", "finetune_ignore", "trust_checkpoint")
 
 
 def args_from_config(config_file: str, options: Optional[Mapping[str, Any]] = None) -> argparse.Namespace:
@@ -34,7 +34,9 @@ def args_from_config(config_file: str, options: Optional[Mapping[str, Any]] = No
     return args
 
 
-def _recorded_args(checkpoint: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+def recorded_settings(checkpoint: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    """The settings a checkpoint records ('args': main.py's Namespace, or a dict in converted and
+    safetensors files), as a dict; None when it records none."""
     saved = checkpoint.get("args")
     if isinstance(saved, argparse.Namespace):
         return dict(vars(saved))
@@ -52,7 +54,7 @@ def args_for_checkpoint(checkpoint: Mapping[str, Any], checkpoint_path: str, con
     """
     if config_file:
         return args_from_config(config_file, options), f"config {config_file}"
-    recorded = _recorded_args(checkpoint)
+    recorded = recorded_settings(checkpoint)
     if recorded is not None:
         from main import get_args_parser
         from util.slconfig import SLConfig, check_options
@@ -60,10 +62,10 @@ def args_for_checkpoint(checkpoint: Mapping[str, Any], checkpoint_path: str, con
         recorded_config = recorded.get("config_file") or checkpoint_path
         args = get_args_parser().parse_args(["-c", str(recorded_config)])
         for key, value in recorded.items():
-            if key not in _RUN_ONLY:
+            if key not in RUN_ONLY_KEYS:
                 setattr(args, key, value)
         if options:
-            stored = SLConfig({k: v for k, v in recorded.items() if k not in _RUN_ONLY},
+            stored = SLConfig({k: v for k, v in recorded.items() if k not in RUN_ONLY_KEYS},
                               filename=f"the settings stored in {checkpoint_path}")
             checked = check_options(stored, dict(options))
             for key, value in checked.items():

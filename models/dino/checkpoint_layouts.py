@@ -23,6 +23,8 @@ compare the result with the model.
 """
 from __future__ import annotations
 
+import glob
+import os
 import re
 from collections import Counter
 from typing import Dict, List, Mapping, Optional, Tuple
@@ -249,3 +251,26 @@ def detrex_facts(state: Mapping[str, Tensor]) -> Dict[str, object]:
     classes = _shape(state, "class_embed.0.weight")
     return {"backbone": infer_detrex_backbone(state), "num_feature_levels": levels, "num_classes": classes,
             "dec_layers": num_decoder_layers(state)}
+
+
+DETREX_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                              "config", "detrex")
+
+
+def _config_facts(path: str) -> Tuple[object, object, object]:
+    from util.slconfig import SLConfig
+    cfg = SLConfig.fromfile(path).to_dict()
+    return cfg.get("backbone"), cfg.get("num_feature_levels"), cfg.get("num_classes")
+
+
+def find_detrex_config(facts: Mapping[str, object]) -> str:
+    """The config/detrex/ config whose backbone, feature levels and classes match `facts`
+    (detrex_facts of a checkpoint); LayoutError when none does."""
+    if facts.get("backbone") is None:
+        raise LayoutError("cannot tell which backbone this detrex checkpoint holds; name its config with -c")
+    wanted = (facts["backbone"], facts["num_feature_levels"], facts["num_classes"])
+    for path in sorted(glob.glob(os.path.join(DETREX_CONFIGS, "dino_*.py"))):
+        if _config_facts(path) == wanted:
+            return path
+    raise LayoutError(f"no config under {os.path.relpath(DETREX_CONFIGS)} has backbone={wanted[0]}, "
+                      f"num_feature_levels={wanted[1]}, num_classes={wanted[2]}; name a config with -c")

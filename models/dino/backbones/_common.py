@@ -16,7 +16,7 @@ import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from .pretrained import (PretrainedSource, StateDict, attach_pretrained_source, freeze_by_keywords, load_pretrained,
-                         pretrained_path)
+                         pretrained_path, trusts_checkpoints)
 
 logger = logging.getLogger("dino.backbone")
 
@@ -120,7 +120,7 @@ def finish_body(body: nn.Module, args, file_names: Dict[str, str],
     `backbone_freeze_keywords`."""
     path = pretrained_path(args, file_names)
     if path:
-        load_pretrained(body, path, remap, what=args.backbone)
+        load_pretrained(body, path, remap, what=args.backbone, trust=trusts_checkpoints(args))
     else:
         hint = file_names.get(args.backbone, f"the pretrained file of {args.backbone}")
         attach_pretrained_source(body, args, source or PretrainedSource(args.backbone, hint, remap=remap))

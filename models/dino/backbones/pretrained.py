@@ -19,17 +19,14 @@ StateDict = Dict[str, Tensor]
 _CONTAINER_KEYS = ("model", "state_dict", "module", "model_ema", "teacher")
 
 
-def read_checkpoint(path: str) -> StateDict:
-    """The tensor dict inside a checkpoint file, whatever its container."""
+def read_checkpoint(path: str, trust: bool = False) -> StateDict:
+    """The tensor dict inside a checkpoint file, whatever its container; read as data (nothing in
+    the file runs unless `trust`: util/weights_io.py)."""
+    from util.weights_io import read_weights_file
+
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained backbone file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # older checkpoints pickle argparse Namespaces and the like
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise ValueError(f"{path} is not a PyTorch checkpoint that can be read: {exc}") from exc
+    obj = read_weights_file(path, "pretrained backbone file", trust)
     for key in _CONTAINER_KEYS:
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
@@ -39,6 +36,11 @@ def read_checkpoint(path: str) -> StateDict:
     return {k[7:] if k.startswith("module.") else k: v for k, v in obj.items()}
 
 
+def trusts_checkpoints(args) -> bool:
+    """Whether the run was given --trust_checkpoint (files may then run code when read)."""
+    return bool(getattr(args, "trust_checkpoint", False))
+
+
 def drop_keys(state: StateDict, prefixes: Iterable[str]) -> StateDict:
     prefixes = tuple(prefixes)
     return {k: v for k, v in state.items() if not k.startswith(prefixes)}
@@ -46,9 +48,9 @@ def drop_keys(state: StateDict, prefixes: Iterable[str]) -> StateDict:
 
 def load_pretrained(module: nn.Module, path: str,
                     remap: Optional[Callable[[StateDict, nn.Module], StateDict]] = None,
-                    what: str = "backbone"):
+                    what: str = "backbone", trust: bool = False):
     """Load `path` into `module` (non-strict) after `remap`; log and return the mismatches."""
-    state = read_checkpoint(path)
+    state = read_checkpoint(path, trust)
     if remap is not None:
         state = remap(state, module)
     own = module.state_dict()
@@ -135,7 +137,7 @@ def torchvision_source(arch: str, file_name: str, remap) -> PretrainedSource:
     def fetch() -> StateDict:
         import torchvision
         weights = torchvision.models.get_model_weights(arch).IMAGENET1K_V1
-        return weights.get_state_dict(progress=True)
+        return weights.get_state_dict(progress=True, weights_only=True)
     return PretrainedSource(arch, f"{file_name} (https://download.pytorch.org/models/{file_name})",
                             fetch, remap, library="torchvision")
 

@@ -16,7 +16,7 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from .pretrained import (attach_pretrained_source, drop_keys, freeze_by_keywords, load_pretrained, pretrained_path,
-                         torchvision_source)
+                         torchvision_source, trusts_checkpoints)
 from .registry import register_backbone, register_layout_remap
 
 logger = logging.getLogger("dino.backbone")
@@ -106,7 +106,7 @@ def build_resnet(args) -> nn.Module:
                       getattr(args, "batch_norm_type", "FrozenBatchNorm2d"))
     path = pretrained_path(args, TORCHVISION_FILES)
     if path:
-        load_pretrained(body, path, _remap_torchvision, what=args.backbone)
+        load_pretrained(body, path, _remap_torchvision, what=args.backbone, trust=trusts_checkpoints(args))
     else:
         attach_pretrained_source(body, args, torchvision_source(args.backbone, TORCHVISION_FILES[args.backbone],
                                                                 _remap_torchvision))

@@ -55,7 +55,7 @@ from torch.nn.init import constant_, trunc_normal_, xavier_uniform_
 
 from models.dino.ops.modules import MSDeformAttn
 
-from .pretrained import freeze_by_keywords, load_pretrained, pretrained_path
+from .pretrained import freeze_by_keywords, load_pretrained, pretrained_path, trusts_checkpoints
 from .registry import register_backbone
 from .vit_common import (WindowedViT, global_indexes_for_depth, load_and_freeze, pad_to_multiple,
                          remap_vit_checkpoint, require_timm, split_into_groups, vit_option)
@@ -486,7 +486,7 @@ def load_adapter_weights(body: "ViTAdapterBody", args) -> None:
         return
     mode = vit_option(args, "vit_patch_resample", "bilinear")
     load_pretrained(body, path, lambda state, module: remap_adapter_checkpoint(state, module, mode),
-                    what=args.backbone)
+                    what=args.backbone, trust=trusts_checkpoints(args))
     if bool(vit_option(args, "vit_freeze_patch_embed", False)):
         body.net.patch_embed.requires_grad_(False)
     freeze_by_keywords(body, getattr(args, "backbone_freeze_keywords", None))

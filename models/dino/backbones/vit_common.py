@@ -583,7 +583,7 @@ def window_sizes_from_args(args, depth: int, full_depth: int, default_window: in
 def load_and_freeze(body: nn.Module, net: PlainViT, args, default_files: Dict[str, str],
                     patch_resample: str, swiglu_packed: bool = False, freeze_patch_embed: bool = False) -> None:
     """Load the local pretrained file (if any) into `body.net` and apply the freezing options."""
-    from .pretrained import freeze_by_keywords, load_pretrained, pretrained_path
+    from .pretrained import freeze_by_keywords, load_pretrained, pretrained_path, trusts_checkpoints
 
     path = pretrained_path(args, default_files)
     if path:
@@ -605,7 +605,7 @@ def load_and_freeze(body: nn.Module, net: PlainViT, args, default_files: Dict[st
             out.update(pyramid)
             return out
 
-        load_pretrained(body, path, remap, what=args.backbone)
+        load_pretrained(body, path, remap, what=args.backbone, trust=trusts_checkpoints(args))
     else:
         from .pretrained import PretrainedSource, attach_pretrained_source
         hint = default_files.get(args.backbone, f"the pretrained file of {args.backbone}")
