@@ -525,12 +525,13 @@ def run_cli(args) -> int:
     from engine import NonFiniteLossError
     from models.dino.backbones.pretrained import BackboneWeightsError
     from models.dino.config_checks import UnsupportedConfigError
+    from util.atomic import OutputError
     from util.checkpoint import CheckpointError
     from util.slconfig import ConfigError
 
     try:
         main(args)
-    except (ConfigError, UnsupportedConfigError, CheckpointError, BackboneWeightsError) as exc:
+    except (ConfigError, UnsupportedConfigError, CheckpointError, BackboneWeightsError, OutputError) as exc:
         _error_line(str(exc), all_ranks=False)
         return 2
     except DatasetError as exc:

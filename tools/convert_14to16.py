@@ -43,7 +43,8 @@ from torch import Tensor
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models.dino.backbones.pretrained import read_checkpoint  # noqa: E402
-from util.checkpoint import save_checkpoint_files  # noqa: E402
+from util.atomic import OutputError, check_output_file  # noqa: E402
+from util.checkpoint import CheckpointError, save_checkpoint_files  # noqa: E402
 from models.dino.backbones.vit_common import resample_grid_embed, resample_kernel  # noqa: E402
 
 PATCH_KEYS = ("patch_embed.proj.weight", "patch_embed.projection.weight")
@@ -108,14 +109,11 @@ def convert(state: Dict[str, Tensor], patch_size: int = 16, method: str = "bilin
 
 
 def output_path(src: str, dst: Optional[str], patch_size: int, overwrite: bool) -> str:
-    """Where to write: `dst` or <input>_14to<patch>.<ext>; never the input, an existing file only with overwrite."""
+    """Where to write: `dst` or <input>_14to<patch>.<ext>; never the input (compared as files), an
+    existing file only with overwrite (util/atomic.py's check, done before the input is read)."""
     root, ext = os.path.splitext(src)
     dst = dst or f"{root}_14to{patch_size}{ext or '.pth'}"
-    if os.path.abspath(dst) == os.path.abspath(src) or (os.path.exists(dst) and os.path.samefile(dst, src)):
-        raise ValueError(f"output {dst} is the input file; choose another --output (the input is never overwritten)")
-    if os.path.exists(dst) and not overwrite:
-        raise ValueError(f"{dst} exists; pass --overwrite to replace it or choose another --output")
-    return dst
+    return check_output_file(dst, inputs=[src], overwrite=overwrite, flag="--output")
 
 
 def main(argv=None) -> int:
@@ -130,20 +128,24 @@ def main(argv=None) -> int:
     parser.add_argument("--keep-names", action="store_true",
                         help="keep DINOv2's ls1.gamma / ls2.gamma (default: ViT-Adapter's gamma1 / gamma2)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.add_argument("--trust_checkpoint", "--trust-checkpoint", dest="trust_checkpoint", action="store_true",
+                        help="read a pickled file that holds Python objects outside the allow-list; this RUNS "
+                             "CODE FROM THE FILE: only for files you trust")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     if args.pos_grid not in ("keep", "same-pixels") and not args.pos_grid.isdigit():
         parser.error("--pos-grid must be 'keep', 'same-pixels' or an integer")
     try:
         dst = output_path(args.checkpoint, args.output, args.patch_size, args.overwrite)
-        out, report = convert(read_checkpoint(args.checkpoint), args.patch_size, args.method, args.pos_grid,
-                              args.keep_names)
+        state = read_checkpoint(args.checkpoint, args.trust_checkpoint)
+        out, report = convert(state, args.patch_size, args.method, args.pos_grid, args.keep_names)
         save_checkpoint_files(out, [dst])
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except (OutputError, CheckpointError, OSError, ValueError, KeyError, RuntimeError) as exc:
         if args.debug:
             raise
-        print(f"error: {args.checkpoint}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-              file=sys.stderr)
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        named = isinstance(exc, (OutputError, CheckpointError)) or args.checkpoint in message
+        print(f"error: {message}" if named else f"error: {args.checkpoint}: {message}", file=sys.stderr)
         return 1
     for key, what in report.items():
         print(f"{key}: {what}")
