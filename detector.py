@@ -32,8 +32,15 @@ __all__ = ["Detector", "Detections", "to_pil_image"]
 
 
 def to_pil_image(image: ImageInput) -> Image.Image:
-    """An RGB PIL image from a path, a PIL image, an HxWx3 (or HxW) numpy array (RGB,
-    uint8 or float in [0, 1]) or a 3xHxW tensor (RGB, uint8 or float in [0, 1])."""
+    """An RGB PIL image from a path, a PIL image, an HxWx3 (or HxW) numpy array or a 3xHxW
+    tensor, both RGB. Pixel values by dtype (never guessed from the values):
+
+    * uint8: 0..255, as they are;
+    * float (16/32/64-bit): 0..1 (x 255); values outside [0, 1] are refused (ValueError), e.g.
+      a float array holding 0..255 (divide it by 255, or pass uint8);
+    * uint16: 16-bit images, 0..65535 scaled by 255/65535 (as the dataset reader reads 16-bit PNGs);
+    * other dtypes (bool, int8..int64, uint32, uint64) are refused: their range is not known.
+    """
     if isinstance(image, (str, os.PathLike)):
         from datasets.image_io import load_image
         return load_image(str(image), exif_transpose="always")  # upright, as a photo viewer shows it
@@ -42,18 +49,35 @@ def to_pil_image(image: ImageInput) -> Image.Image:
     if isinstance(image, torch.Tensor):
         if image.ndim != 3 or image.shape[0] not in (1, 3):
             raise ValueError(f"a tensor image must be [3, H, W] (RGB), got shape {list(image.shape)}")
-        image = image.detach().cpu().permute(1, 2, 0).numpy()
+        image = image.detach().cpu()
+        image = (image.float() if image.dtype == torch.bfloat16 else image).permute(1, 2, 0).numpy()
     if isinstance(image, np.ndarray):
         array = image
         if array.ndim == 3 and array.shape[2] == 1:
             array = array[:, :, 0]
         if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
             raise ValueError(f"a numpy image must be HxWx3 (RGB) or HxW, got shape {array.shape}")
-        if array.dtype != np.uint8:
-            array = np.clip(np.rint(array.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
-        return Image.fromarray(array).convert("RGB")
+        return Image.fromarray(_as_uint8(array)).convert("RGB")
     raise TypeError(f"cannot read an image from a {type(image).__name__}; give a path, a PIL image, "
                     f"a numpy array or a tensor")
+
+
+def _as_uint8(array: np.ndarray) -> np.ndarray:
+    """The 0..255 pixels of an image array by the dtype rules of to_pil_image."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.uint16:
+        return np.rint(array.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        finite = array[np.isfinite(array)] if array.size else array
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        if finite.size != array.size or lo < 0.0 or hi > 1.0:
+            raise ValueError(f"a float image must hold values in [0, 1]; this one spans [{lo:g}, {hi:g}]"
+                             + (" with NaN/inf" if finite.size != array.size else "")
+                             + " (for 0..255 values pass uint8, or divide by 255)")
+        return np.rint(array.astype(np.float64) * 255.0).astype(np.uint8)
+    raise ValueError(f"an image of dtype {array.dtype} has no known pixel range; pass uint8 (0..255), "
+                     f"float in [0, 1] or uint16 (0..65535)")
 
 
 def resolve_device(device: Optional[Union[str, torch.device]]) -> torch.device:
@@ -149,6 +173,7 @@ class Detector:
         evaluation); batch_size: images per forward pass (different sizes are padded;
         1 gives exactly evaluation's numbers, as the model sees no padding).
         """
+        check_filters(threshold, topk, nms)
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
         pictures = [to_pil_image(x) for x in items]
@@ -196,6 +221,16 @@ class Detector:
         names = [self.category_names.get(int(c), str(int(c))) for c in labels.tolist()]
         return Detections(boxes.numpy().astype(np.float32), scores.numpy().astype(np.float32),
                           labels.numpy().astype(np.int64), names, (h, w))
+
+
+def check_filters(threshold: float, topk: Optional[int], nms: Optional[float]) -> None:
+    """ValueError (one line) for a threshold, top-k or NMS IoU that cannot be meant."""
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold={threshold}: a score threshold lies in [0, 1] (scores are probabilities)")
+    if topk is not None and int(topk) < 1:
+        raise ValueError(f"topk={topk}: keep at least 1 detection (None keeps all)")
+    if nms is not None and not 0.0 <= float(nms) <= 1.0:
+        raise ValueError(f"nms={nms}: an IoU threshold lies in [0, 1] (None turns NMS off)")
 
 
 def category_names_for(args: Any) -> Dict[int, str]:

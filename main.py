@@ -284,7 +284,8 @@ def setup_run_output(args, cfg, ignored_options, raw_args):
     rank = utils.get_rank()
     is_main = utils.is_main_process()
     if output_dir:
-        os.makedirs(output_dir, exist_ok=True)
+        from util.atomic import prepare_output_dir
+        prepare_output_dir(output_dir)  # a folder this run can write in (OutputError naming it otherwise)
     logger = setup_logger(output=os.path.join(output_dir, "info.txt") if output_dir else None,
                           distributed_rank=rank, name="dino")
     route_library_logs(logger)

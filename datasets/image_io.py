@@ -21,6 +21,7 @@ EXIF orientation
 """
 from __future__ import annotations
 
+import os
 from typing import Optional, Tuple
 
 import numpy as np
@@ -114,6 +115,13 @@ def should_transpose(orientation: int, stored_size: Tuple[int, int],
 
 def _decode(path: str, json_size: Optional[Tuple[int, int]], exif_transpose: str) -> Image.Image:
     """Decode to RGB; raises _Unreadable(reason, hint) on any failure."""
+    try:
+        empty = os.path.getsize(path) == 0
+    except OSError:
+        empty = False  # missing: Image.open says so below
+    if empty:
+        raise _Unreadable("the file is empty (0 bytes)", "Restore it (an interrupted copy?) or remove the image "
+                          "from the annotation file.")
     try:
         img = Image.open(path)
         img.load()

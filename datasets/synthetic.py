@@ -44,6 +44,7 @@ __all__ = [
     "render_image",
     "generate_split",
     "generate_synthetic_coco",
+    "SyntheticDataError",
 ]
 
 # Order matters: `num_classes=K` uses the first K, most distinct first.
@@ -356,6 +357,91 @@ def _num_classes_info(categories: List[Dict]) -> Dict:
     return {"num_classes": max_id + 1, "dn_labelbook_size": max_id + 1}
 
 
+MANIFEST = ".synthetic_shapes.json"  # marks a folder this module wrote (and may rewrite with overwrite=True)
+
+
+class SyntheticDataError(ValueError):
+    """The dataset cannot be written where asked; the message says why and what to do."""
+
+
+def _check_split_args(split: str, image_format: str, min_size: int, max_size: int, min_objects: int,
+                      max_objects: int, min_scale: float, max_scale: float, empty_prob: float) -> None:
+    if split not in _SPLIT_CODE:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if image_format not in ("jpg", "png"):
+        raise ValueError("image_format must be 'jpg' or 'png'")
+    if not 16 <= min_size <= max_size:
+        raise ValueError(f"need 16 <= min_size <= max_size, got {min_size}, {max_size}")
+    if not 0 <= min_objects <= max_objects:
+        raise ValueError(f"need 0 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
+    if not 0 < min_scale <= max_scale < 1:
+        raise ValueError(f"need 0 < min_scale <= max_scale < 1, got {min_scale}, {max_scale}")
+    if not 0.0 <= empty_prob <= 1.0:
+        raise ValueError(f"empty_prob must be in [0, 1], got {empty_prob}")
+
+
+def claim_folder(root: str, overwrite: bool) -> None:
+    """Make `root` this module's to write: an empty or new folder, or one it wrote before (its
+    manifest) when `overwrite`. A folder holding anything else is refused even with `overwrite`:
+    a real dataset (COCO's files are named like ours) is never touched."""
+    manifest = os.path.join(root, MANIFEST)
+    ours = os.path.isfile(manifest)
+    present = [name for name in ("annotations", "train2017", "val2017")
+               if os.path.isdir(os.path.join(root, name)) and os.listdir(os.path.join(root, name))]
+    if present and not ours:
+        raise SyntheticDataError(f"{root} holds a dataset this tool did not write ({', '.join(present)}/); choose "
+                                 f"an empty or new folder")
+    if ours and present and not overwrite:
+        raise SyntheticDataError(f"{root} holds a synthetic dataset written before; pass --overwrite "
+                                 f"(overwrite=True) to replace it, or choose another folder")
+    os.makedirs(root, exist_ok=True)
+    with open(manifest, "w", encoding="utf-8") as f:  # first: a killed run's folder stays ours
+        json.dump({"written_by": "datasets/synthetic.py"}, f)
+
+
+def _clear_split(root: str, split: str) -> Tuple[str, str]:
+    """(image folder, annotation folder) of `split`, created; images of an earlier run removed so
+    the folder matches the new json (only in a folder `claim_folder` accepted)."""
+    image_dir = os.path.join(root, f"{split}2017")
+    ann_dir = os.path.join(root, "annotations")
+    os.makedirs(image_dir, exist_ok=True)
+    os.makedirs(ann_dir, exist_ok=True)
+    for f in os.listdir(image_dir):
+        if _FILE_RE.match(f):
+            os.remove(os.path.join(image_dir, f))
+    return image_dir, ann_dir
+
+
+def _render_split(image_dir: str, split: str, num_images: int, seed: int, num_classes: int, image_format: str,
+                  jpeg_quality: int, draw: Dict) -> Tuple[List[Dict], List[Dict], int]:
+    """Draw and save the images of a split; (images, annotations, images without objects)."""
+    images, annotations = [], []
+    empty = 0
+    for idx in range(num_images):
+        rng = np.random.default_rng([int(seed), _SPLIT_CODE[split], idx])
+        w = int(rng.integers(draw["min_size"], draw["max_size"] + 1))
+        h = int(rng.integers(draw["min_size"], draw["max_size"] + 1))
+        if draw["empty_prob"] > 0 and rng.random() < draw["empty_prob"]:
+            n = 0
+        else:
+            n = int(rng.integers(draw["min_objects"], draw["max_objects"] + 1))
+        img, objs = render_image(rng, w, h, n, num_classes, min_scale=draw["min_scale"],
+                                 max_scale=draw["max_scale"], max_overlap=draw["max_overlap"],
+                                 max_distractors=draw["max_distractors"], max_occlusion=draw["max_occlusion"])
+        image_id = idx + 1
+        file_name = f"{image_id:012d}.{image_format}"
+        path = os.path.join(image_dir, file_name)
+        if image_format == "jpg":
+            img.save(path, "JPEG", quality=jpeg_quality)
+        else:
+            img.save(path, "PNG")
+        images.append({"id": image_id, "file_name": file_name, "width": w, "height": h})
+        empty += not objs
+        for o in objs:
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "iscrowd": 0, **o})
+    return images, annotations, empty
+
+
 def generate_split(
     root: str,
     split: str,
@@ -377,61 +463,22 @@ def generate_split(
     jpeg_quality: int = 92,
     seed: int = 0,
 ) -> Dict:
-    """Write ``root/{split}2017/*`` and ``root/annotations/instances_{split}2017.json``.
+    """Write ``root/{split}2017/*`` and ``root/annotations/instances_{split}2017.json`` (the json last,
+    atomically) into a folder `claim_folder` accepted.
 
     Returns ``{"split", "image_dir", "ann_file", "images", "annotations", "empty_images"}``.
     """
-    if split not in _SPLIT_CODE:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if image_format not in ("jpg", "png"):
-        raise ValueError("image_format must be 'jpg' or 'png'")
     if image_size is not None:
         min_size = max_size = int(image_size)
-    if not 16 <= min_size <= max_size:
-        raise ValueError(f"need 16 <= min_size <= max_size, got {min_size}, {max_size}")
-    if not 0 <= min_objects <= max_objects:
-        raise ValueError(f"need 0 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
-    if not 0 < min_scale <= max_scale < 1:
-        raise ValueError(f"need 0 < min_scale <= max_scale < 1, got {min_scale}, {max_scale}")
-    if not 0.0 <= empty_prob <= 1.0:
-        raise ValueError(f"empty_prob must be in [0, 1], got {empty_prob}")
+    _check_split_args(split, image_format, min_size, max_size, min_objects, max_objects, min_scale, max_scale,
+                      empty_prob)
     categories = make_categories(num_classes)
-
-    image_dir = os.path.join(root, f"{split}2017")
-    ann_dir = os.path.join(root, "annotations")
-    os.makedirs(image_dir, exist_ok=True)
-    os.makedirs(ann_dir, exist_ok=True)
-    # remove images of an earlier run (only files named like ours) so the folder matches the JSON
-    for f in os.listdir(image_dir):
-        if _FILE_RE.match(f):
-            os.remove(os.path.join(image_dir, f))
-
-    images, annotations = [], []
-    empty = 0
-    for idx in range(num_images):
-        rng = np.random.default_rng([int(seed), _SPLIT_CODE[split], idx])
-        w = int(rng.integers(min_size, max_size + 1))
-        h = int(rng.integers(min_size, max_size + 1))
-        if empty_prob > 0 and rng.random() < empty_prob:
-            n = 0
-        else:
-            n = int(rng.integers(min_objects, max_objects + 1))
-        img, objs = render_image(rng, w, h, n, num_classes, min_scale=min_scale, max_scale=max_scale,
-                                 max_overlap=max_overlap, max_distractors=max_distractors,
-                                 max_occlusion=max_occlusion)
-        image_id = idx + 1
-        file_name = f"{image_id:012d}.{image_format}"
-        path = os.path.join(image_dir, file_name)
-        if image_format == "jpg":
-            img.save(path, "JPEG", quality=jpeg_quality)
-        else:
-            img.save(path, "PNG")
-        images.append({"id": image_id, "file_name": file_name, "width": w, "height": h})
-        if not objs:
-            empty += 1
-        for o in objs:
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "iscrowd": 0, **o})
-
+    image_dir, ann_dir = _clear_split(root, split)
+    draw = dict(min_size=min_size, max_size=max_size, min_objects=min_objects, max_objects=max_objects,
+                min_scale=min_scale, max_scale=max_scale, max_overlap=max_overlap, max_occlusion=max_occlusion,
+                empty_prob=empty_prob, max_distractors=max_distractors)
+    images, annotations, empty = _render_split(image_dir, split, num_images, seed, num_classes, image_format,
+                                               jpeg_quality, draw)
     info = {
         "description": "synthetic shapes detection dataset (datasets/synthetic.py)",
         "version": "1.0",
@@ -443,8 +490,8 @@ def generate_split(
     }
     coco = {"info": info, "licenses": [], "images": images, "annotations": annotations, "categories": categories}
     ann_file = os.path.join(ann_dir, f"instances_{split}2017.json")
-    with open(ann_file, "w") as f:
-        json.dump(coco, f)
+    from util.atomic import atomic_write_text
+    atomic_write_text(ann_file, json.dumps(coco))
     return {"split": split, "image_dir": image_dir, "ann_file": ann_file, "images": len(images),
             "annotations": len(annotations), "empty_images": empty}
 
@@ -468,8 +515,10 @@ def generate_synthetic_coco(
     max_distractors: int = 3,
     image_format: str = "jpg",
     seed: int = 0,
+    overwrite: bool = False,
 ) -> Dict:
-    """Generate train and val splits under `root` (see module docstring).
+    """Generate train and val splits under `root` (see module docstring): a new or empty folder, or
+    (with `overwrite`) one this function wrote before; anything else raises SyntheticDataError.
 
     Returns a summary: ``{"root", "splits": {"train": {...}, "val": {...}},
     "categories", "num_classes", "dn_labelbook_size"}``.
@@ -479,6 +528,7 @@ def generate_synthetic_coco(
               max_overlap=max_overlap, max_occlusion=max_occlusion, empty_prob=empty_prob,
               max_distractors=max_distractors,
               image_format=image_format, seed=seed)
+    claim_folder(root, overwrite)
     splits = {
         "train": generate_split(root, "train", num_train, **kw),
         "val": generate_split(root, "val", num_val, **kw),

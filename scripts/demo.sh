@@ -16,7 +16,7 @@ CONFIG=config/DINO/DINO_demo.py
 
 if [ ! -f "$DATA/annotations/instances_val2017.json" ]; then
     echo "[demo] writing the synthetic dataset to $DATA"
-    "$PY" tools/make_synthetic_coco.py --out "$DATA" --num-train 600 --num-val 100 \
+    "$PY" tools/make_synthetic_coco.py --out "$DATA" --num-train 600 --num-val 100 --overwrite \
         --min-size 128 --max-size 192 --classes 5 --seed 0
 fi
 

@@ -163,7 +163,7 @@ def test_plot_logs_refuses_its_input_and_reports_problems_in_one_line(tmp_path_f
     log.write_text(json.dumps({"epoch": 0, "train_loss": 1.0}) + "\n")
     content = log.read_bytes()
     cases = [
-        ((run_dir, "--out", log, "--overwrite"), "is one of the inputs"),
+        ((run_dir, "--out", log, "--overwrite"), "is the input"),
         ((tmp_path / "nope", "--out", tmp_path / "a.png"), "does not exist"),
         ((tmp_path, "--out", tmp_path / "a.png"), "holds no log.txt"),
         ((run_dir, "--out", tmp_path / "a.txt"), "unknown picture format"),

@@ -46,7 +46,7 @@ def dataset(tmp_path_factory):
 
 def test_layout(dataset):
     root, summary = dataset
-    assert sorted(os.listdir(root)) == ["annotations", "train2017", "val2017"]
+    assert sorted(os.listdir(root)) == [".synthetic_shapes.json", "annotations", "train2017", "val2017"]
     assert sorted(os.listdir(os.path.join(root, "annotations"))) == [
         "instances_train2017.json", "instances_val2017.json"]
     assert len(os.listdir(os.path.join(root, "train2017"))) == 24
@@ -153,7 +153,7 @@ def test_deterministic(tmp_path):
 def test_rerun_removes_stale_images(tmp_path):
     root = str(tmp_path)
     generate_synthetic_coco(root, num_train=5, num_val=2, min_size=64, max_size=64)
-    generate_synthetic_coco(root, num_train=2, num_val=1, min_size=64, max_size=64)
+    generate_synthetic_coco(root, num_train=2, num_val=1, min_size=64, max_size=64, overwrite=True)
     assert len(os.listdir(os.path.join(root, "train2017"))) == 2
     assert len(os.listdir(os.path.join(root, "val2017"))) == 1
 
@@ -224,3 +224,22 @@ def test_cli(tmp_path):
     assert "num_classes=5" in res.stdout and "dn_labelbook_size=5" in res.stdout
     assert len(_load(out, "train")["images"]) == 4
     assert len(_load(out, "val")["images"]) == 2
+
+
+def test_never_writes_into_a_folder_it_did_not_write(tmp_path):
+    """COCO's own files are named like the generator's (000000000139.jpg): a folder that holds a
+    dataset the generator did not write is refused, even with overwrite; its own is replaced only
+    with overwrite."""
+    from datasets.synthetic import SyntheticDataError
+    real = tmp_path / "coco"
+    (real / "train2017").mkdir(parents=True)
+    (real / "train2017" / "000000000139.jpg").write_bytes(b"a real photo")
+    for overwrite in (False, True):
+        with pytest.raises(SyntheticDataError, match="did not write"):
+            generate_synthetic_coco(str(real), num_train=2, num_val=1, min_size=64, max_size=64, overwrite=overwrite)
+    assert os.listdir(real / "train2017") == ["000000000139.jpg"]
+    ours = str(tmp_path / "ours")
+    generate_synthetic_coco(ours, num_train=2, num_val=1, min_size=64, max_size=64)
+    with pytest.raises(SyntheticDataError, match="pass --overwrite"):
+        generate_synthetic_coco(ours, num_train=2, num_val=1, min_size=64, max_size=64)
+

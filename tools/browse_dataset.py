@@ -74,8 +74,8 @@ def check_out(out: str, img_folder: str) -> None:
     if out_real == img_real or out_real.startswith(img_real + os.sep):
         raise BrowseError(f"--out {out} is the images folder {img_folder} or inside it; choose a folder outside "
                           f"the dataset's images so that nothing is written among them.")
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise BrowseError(f"--out {out} is a file; give a folder.")
+    from util.atomic import prepare_output_dir
+    prepare_output_dir(out, flag="--out")  # a folder this run can write in; a killed run's temporary files go
 
 
 def _denormalize(img, target) -> Tuple["object", List[List[float]]]:
@@ -152,14 +152,16 @@ def browse(opts) -> List[str]:
 def run(argv: Optional[Sequence[str]] = None) -> int:
     opts = get_parser().parse_args(argv)
     from datasets.validation import DatasetError, user_message
+    from util.atomic import OutputError
     from util.slconfig import ConfigError
 
     try:
         written = browse(opts)
-    except (BrowseError, ConfigError, OSError) as exc:
+    except (BrowseError, ConfigError, OSError, OutputError) as exc:
         if opts.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
+              file=sys.stderr)
         return 2
     except DatasetError as exc:
         if opts.debug:

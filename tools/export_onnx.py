@@ -42,7 +42,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -52,6 +51,8 @@ if REPO_ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+from util.atomic import check_output_file, tmp_path_for, write_error  # noqa: E402
 
 ROW_TOL = 1e-3            # as ../shared/parity/check.py: |a - b| <= tol * (1 + max|a|, |b|)
 MIN_ROWS_MATCHED = 0.90   # query rows (near-ties in query selection may reorder a few)
@@ -125,22 +126,10 @@ def default_sizes(args: argparse.Namespace) -> Tuple[Tuple[int, int], List[Tuple
 # export and check
 # --------------------------------------------------------------------------- #
 def check_paths(output: str, inputs: Sequence[str], overwrite: bool) -> str:
-    """Absolute output path after refusing to write over an input, an existing file (unless overwrite) or a folder."""
-    out = os.path.abspath(output)
-    for written in (out, out + ".data"):  # the graph and, for external weights, its data file
-        for path in inputs:
-            if path and os.path.exists(path) and os.path.exists(written) and os.path.samefile(path, written):
-                what = output if written == out else f"{output} (its weights file {written})"
-                raise ExportError(f"--output {what} is an input of the export ({path}); choose another file")
-    if os.path.isdir(out):
-        raise ExportError(f"--output {output} is a folder; give a file name such as {os.path.join(output, 'model.onnx')}")
-    for written in (out, out + ".data"):
-        if os.path.exists(written) and not overwrite:
-            raise ExportError(f"--output {output}: {written} exists; pass --overwrite to replace it, "
-                              f"or choose another name")
-    if not os.path.isdir(os.path.dirname(out)):
-        raise ExportError(f"--output {output}: folder {os.path.dirname(out)} does not exist; create it first")
-    return out
+    """Absolute output path after util/atomic.py's checks of the graph and its external-data file
+    (neither an input, neither existing unless overwrite, the folder created and writable)."""
+    return check_output_file(output, inputs=inputs, overwrite=overwrite, flag="--output",
+                             companions=[os.path.abspath(output) + ".data"])
 
 
 def write_model(model: torch.nn.Module, folder: str, name: str, size: Tuple[int, int], num_select: Optional[int],
@@ -353,13 +342,18 @@ def run(opt: argparse.Namespace) -> int:
         check_sizes = [tuple(opt.check_sizes[:2]), tuple(opt.check_sizes[2:])]
     num_select = int(args.num_select) if opt.postprocess else None
 
-    folder = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.tmp-", dir=os.path.dirname(output))
+    folder = tmp_path_for(output, keep_extension=False)  # private: removed here, or by the next run if killed
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
     tmp = os.path.join(folder, os.path.basename(output))
     try:
         start = time.time()
         print(f"exporting {opt.config_file or opt.checkpoint} at {export_size[0]}x{export_size[1]} ...", flush=True)
-        data = write_model(model, folder, os.path.basename(output), export_size, num_select, deploy_metadata(args),
-                           opt.external_data)
+        try:
+            data = write_model(model, folder, os.path.basename(output), export_size, num_select,
+                               deploy_metadata(args), opt.external_data)
+        except OSError as exc:  # the graph is written to the temporary folder beside --output
+            raise write_error(output, exc) from exc
         size = sum(os.path.getsize(f) for f in (tmp, data) if f) / 2**20
         print(f"exported in {time.time() - start:.0f} s ({size:.1f} MiB"
               f"{', weights in ' + os.path.basename(data) if data else ''})", flush=True)
@@ -385,9 +379,12 @@ def run(opt: argparse.Namespace) -> int:
         if opt.val and status == 0:
             print("\n".join(coco_ap(session, model, postprocessor, args, opt.val, opt.val_images)))
         if status == 0:
-            if data:
-                os.replace(data, output + ".data")  # the data first: the graph appears only when complete
-            os.replace(tmp, output)
+            try:
+                if data:
+                    os.replace(data, output + ".data")  # the data first: the graph appears only when complete
+                os.replace(tmp, output)
+            except OSError as exc:
+                raise write_error(output, exc) from exc
             print(f"wrote {output}" + (f" and {output}.data" if data else ""))
         return status
     finally:
@@ -415,6 +412,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _known_errors() -> Tuple[type, ...]:
     known: List[type] = [ExportError]
     for module, name in (("util.checkpoint", "CheckpointError"), ("util.slconfig", "ConfigError"),
+                         ("util.atomic", "OutputError"),
                          ("models.dino.config_checks", "UnsupportedConfigError"),
                          ("datasets.validation", "DatasetError"),
                          ("models.dino.backbones.pretrained", "BackboneWeightsError")):

@@ -123,6 +123,8 @@ def load_image(path: str, torch_free: bool):
         from datasets.image_io import load_image as dataset_load_image
         return dataset_load_image(path, exif_transpose="always")  # photos upright, as a viewer shows them
     from PIL import Image, ImageOps
+    if os.path.getsize(path) == 0:
+        raise OSError(f"{path} is empty (0 bytes)")
     try:
         with Image.open(path) as im:
             return ImageOps.exif_transpose(im).convert("RGB")
@@ -147,15 +149,24 @@ def detect_image(detector, path: str, out_path: Optional[str], opts) -> Dict[str
 def detect_video(detector, path: str, out_path: Optional[str], opts) -> Dict[str, Any]:
     """Detections of every frame of a video (+ the annotated video when `out_path`)."""
     from util.video_io import annotate_video
-    frames = annotate_video(detector, path, out_path, threshold=opts.threshold, topk=opts.topk,
-                            nms=opts.nms or None, progress=not opts.quiet)
-    return {"file": os.path.abspath(path), "output": os.path.abspath(out_path) if out_path else None,
-            "frames": frames}
+    video = annotate_video(detector, path, out_path, threshold=opts.threshold, topk=opts.topk,
+                           nms=opts.nms or None, progress=not opts.quiet)
+    entry = {"file": os.path.abspath(path), "output": os.path.abspath(out_path) if out_path else None,
+             "size": video["size"], "frames": video["frames"]}
+    if video["damaged"]:
+        print(f"warning: {path} is damaged: {video['damaged']}; its {len(video['frames'])} readable frames "
+              f"were processed", file=sys.stderr)
+        entry["damaged"] = video["damaged"]
+    return entry
 
 
 def run(detector, inputs: Sequence[str], outputs: Dict[str, str], opts) -> Tuple[List[dict], List[dict]]:
-    """Process every input; an unreadable one is reported, skipped and listed."""
+    """Process every input; an unreadable one is reported, skipped and listed. An output that cannot
+    be written (full disk, permissions: util.atomic.OutputError) stops the run; it is never blamed on
+    the input. Any other error names the input it happened on."""
     from tqdm import tqdm
+
+    from util.atomic import OutputError
 
     unreadable = (OSError, ValueError) + _loaded_error_classes(("datasets.validation", "DatasetError"))
     done, skipped = [], []
@@ -164,11 +175,17 @@ def run(detector, inputs: Sequence[str], outputs: Dict[str, str], opts) -> Tuple
         try:
             work = detect_video if is_video(path) else detect_image
             done.append(work(detector, path, out_path, opts))
+        except OutputError:
+            raise
         except unreadable as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             reason = reason.split(". Replace the file")[0]  # the dataset's advice is about annotation files
             print(f"warning: skipped {path}: {reason}", file=sys.stderr)
             skipped.append({"file": os.path.abspath(path), "error": reason})
+        except Exception as exc:  # noqa: BLE001 - unexpected: say on which input, keep the cause for --debug
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ToolError(f"while processing {path}: {type(exc).__name__}: {first} (run again with --debug for "
+                            f"the traceback)") from exc
     return done, skipped
 
 
@@ -271,15 +288,28 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_values(opts) -> None:
+    """Refuse values that cannot be meant (one line each)."""
+    if not 0.0 <= opts.threshold <= 1.0:
+        raise ToolError(f"--threshold {opts.threshold}: a score threshold lies in [0, 1] (scores are "
+                        f"probabilities); e.g. --threshold 0.3")
+    if opts.topk < 1:
+        raise ToolError(f"--topk {opts.topk}: keep at least 1 detection per image (default 100)")
+    if not 0.0 <= opts.nms <= 1.0:
+        raise ToolError(f"--nms {opts.nms}: an IoU threshold lies in [0, 1] (0 turns NMS off; default 0.7)")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     """Run the tool; returns the detections written to detections.json."""
     opts = get_parser().parse_args(argv)
     if bool(opts.checkpoint) == bool(opts.onnx):
         raise ToolError("give either --checkpoint CKPT or --onnx MODEL.onnx")
+    check_values(opts)
     inputs = collect_inputs(opts.images)
     outputs = plan_outputs(inputs, opts.output_dir, opts.overwrite)
+    from util.atomic import prepare_output_dir
+    prepare_output_dir(opts.output_dir)  # a folder this run can write in, before the model is loaded
     detector = build_detector(opts)
-    os.makedirs(opts.output_dir, exist_ok=True)
     start = time.time()
     done, skipped = run(detector, inputs, outputs, opts)
     payload = {"checkpoint": os.path.abspath(opts.checkpoint or opts.onnx), "threshold": opts.threshold,
@@ -308,6 +338,7 @@ def _loaded_error_classes(*places: Tuple[str, str]) -> tuple:
 
 
 PEOPLE_ERRORS = (("util.slconfig", "ConfigError"), ("util.checkpoint", "CheckpointError"),
+                 ("util.atomic", "OutputError"), ("util.weights_io", "CheckpointError"),
                  ("models.dino.config_checks", "UnsupportedConfigError"), ("datasets.validation", "DatasetError"))
 
 

@@ -16,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from datasets.synthetic import SHAPE_NAMES, generate_synthetic_coco  # noqa: E402
+from datasets.synthetic import SHAPE_NAMES, SyntheticDataError, generate_synthetic_coco  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -43,20 +43,32 @@ def get_parser() -> argparse.ArgumentParser:
                    help=f"number of shape classes, 1..{len(SHAPE_NAMES)}; in order: {', '.join(SHAPE_NAMES)}")
     p.add_argument("--format", choices=["jpg", "png"], default="jpg", help="image file format")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> identical files)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a synthetic dataset this tool wrote to --out before (a folder holding anything "
+                        "else is never written to)")
     return p
 
 
-def main(argv=None) -> dict:
-    args = get_parser().parse_args(argv)
-    t0 = time.time()
-    summary = generate_synthetic_coco(
+def _generate(args) -> dict:
+    return generate_synthetic_coco(
         args.out, args.num_train, args.num_val,
         num_classes=args.classes, image_size=args.image_size, min_size=args.min_size, max_size=args.max_size,
         min_objects=args.min_objects, max_objects=args.max_objects, min_scale=args.min_scale,
         max_scale=args.max_scale, max_overlap=args.max_overlap,
         max_occlusion=args.max_occlusion, empty_prob=args.empty_prob,
-        max_distractors=args.distractors, image_format=args.format, seed=args.seed,
+        max_distractors=args.distractors, image_format=args.format, seed=args.seed, overwrite=args.overwrite,
     )
+
+
+def main(argv=None) -> dict:
+    args = get_parser().parse_args(argv)
+    t0 = time.time()
+    try:
+        summary = _generate(args)
+    except (SyntheticDataError, ValueError, OSError, RuntimeError) as exc:  # RuntimeError: util.atomic.OutputError
+        print(f"error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
+              file=sys.stderr)
+        raise SystemExit(2) from None
     dt = time.time() - t0
     print(f"Synthetic COCO dataset written to {summary['root']} in {dt:.1f}s")
     for name, s in summary["splits"].items():

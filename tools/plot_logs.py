@@ -50,19 +50,25 @@ def log_path(run: str) -> str:
     return path
 
 
-def read_epochs(path: str) -> Tuple[List[dict], int]:
-    """The training lines of a log.txt by epoch (the last line of an epoch wins; --eval lines and
-    lines that are not JSON, e.g. cut by a crash, are skipped). Returns (lines, skipped)."""
+def read_epochs(path: str) -> Tuple[List[dict], List[str]]:
+    """The training lines of a log.txt by epoch (the last line of an epoch wins; --eval lines are
+    left out). Lines that are not UTF-8 JSON (e.g. cut by a crash, or damaged on disk) are skipped.
+    Returns (lines, what was skipped: "line N: why")."""
     by_epoch: Dict[int, dict] = {}
-    skipped = 0
-    with open(path, encoding="utf-8") as f:
-        for line in f:
+    skipped: List[str] = []
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                skipped.append(f"line {number}: not UTF-8 text (byte {exc.start + 1})")
+                continue
             if not line.strip():
                 continue
             try:
                 entry = json.loads(line)
             except ValueError:
-                skipped += 1
+                skipped.append(f"line {number}: not JSON")
                 continue
             if isinstance(entry, dict) and isinstance(entry.get("epoch"), int):
                 by_epoch[entry["epoch"]] = entry
@@ -75,19 +81,15 @@ def run_label(run: str) -> str:
 
 
 def check_output(out: str, inputs: Sequence[str], overwrite: bool) -> str:
-    out_abs = os.path.realpath(out)
-    if any(out_abs == os.path.realpath(p) for p in inputs):
-        raise PlotError(f"--out {out} is one of the inputs; choose another file name.")
+    """The picture format of --out after util/atomic.py's output checks (not an input, an existing
+    file only with --overwrite, its folder created)."""
+    from util.atomic import check_output_file
+
     ext = os.path.splitext(out)[1].lower()
-    if ext not in FORMATS:
+    if ext not in FORMATS and not os.path.isdir(out) and not any(os.path.exists(p) and os.path.exists(out)
+                                                                 and os.path.samefile(p, out) for p in inputs):
         raise PlotError(f"--out {out}: unknown picture format '{ext}'; use one of {', '.join(FORMATS)}.")
-    if os.path.isdir(out):
-        raise PlotError(f"--out {out} is a folder; give a file name such as {os.path.join(out, 'curves.png')}.")
-    if os.path.exists(out) and not overwrite:
-        raise PlotError(f"--out {out} exists; pass --overwrite to replace it or choose another name.")
-    folder = os.path.dirname(out_abs)
-    if not os.path.isdir(folder):
-        raise PlotError(f"--out {out}: the folder {folder} does not exist; create it first.")
+    check_output_file(out, inputs=inputs, overwrite=overwrite, flag="--out")
     return ext
 
 
@@ -142,15 +144,17 @@ def run(argv: Sequence[str] = None) -> int:
         for run_arg, path in zip(args.runs, paths):
             lines, skipped = read_epochs(path)
             if skipped:
-                print(f"warning: {path}: skipped {skipped} lines that are not JSON", file=sys.stderr)
+                more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+                print(f"warning: {path}: skipped {'; '.join(skipped[:3])}{more}", file=sys.stderr)
             if not lines:
                 raise PlotError(f"{path} has no epoch lines yet (a run writes one after each epoch).")
             runs.append((run_label(run_arg), lines))
         save_atomic(plot(runs), args.out, ext)
-    except (PlotError, OSError) as exc:
+    except (PlotError, OSError, RuntimeError) as exc:  # RuntimeError: util.atomic.OutputError
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
         return 2
     print(f"wrote {args.out} ({len(runs)} runs, {sum(len(r[1]) for r in runs)} epochs)")
     return 0

@@ -163,9 +163,14 @@ def _check_folder(folder: str, flag: str, shown: str) -> None:
     except OSError as exc:
         raise OutputError(f"{flag} {shown}: cannot create folder {folder} ({os.strerror(exc.errno or 0)}); "
                           f"choose a folder you can write to") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"{flag} {shown}: cannot write in folder {folder} (permission denied); choose a folder "
-                          f"you can write to")
+    probe = os.path.join(folder, f".write-probe{TMP_MARK}{os.getpid()}")
+    try:  # a real write: permissions, read-only mounts and root's exemptions all answer truthfully
+        with open(probe, "wb"):
+            pass
+        os.remove(probe)
+    except OSError as exc:
+        raise OutputError(f"{flag} {shown}: cannot write in folder {folder} ({os.strerror(exc.errno or 0)}); "
+                          f"choose a folder you can write to") from None
 
 
 def check_output_file(path: str, inputs: Iterable[Optional[str]] = (), overwrite: bool = False,
