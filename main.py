@@ -64,7 +64,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval", action="store_true", help="evaluate on val2017 and exit")
     parser.add_argument("--num_workers", default=10, type=int)
     parser.add_argument("--test", action="store_true", help="write detections of the val/test images and exit")
-    parser.add_argument("--debug", action="store_true")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
     parser.add_argument("--find_unused_params", action="store_true")
     parser.add_argument("--save_results", action="store_true", help="save detections as COCO results json")
     parser.add_argument("--save_log", action="store_true")
@@ -544,6 +544,20 @@ def run_cli(args) -> int:
     except KeyboardInterrupt:
         _error_line("interrupted", all_ranks=False)
         return 130
+    except Exception as exc:  # noqa: BLE001 - unexpected: one line here, the traceback in the run's log
+        if getattr(args, "debug", False):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        where = ""
+        info = os.path.join(args.output_dir, "info.txt") if args.output_dir else ""
+        if info and os.path.isfile(info):  # the run's log gets the traceback
+            import traceback
+            with open(info, "a", encoding="utf-8") as f:
+                f.write(traceback.format_exc())
+            where = f" (traceback in {info})"
+        _error_line(f"{type(exc).__name__}: {first}{where}; run again with --debug to print the traceback",
+                    all_ranks=True)
+        return 1
     return 0
 
 

@@ -300,3 +300,21 @@ def test_main_output_dir_that_is_a_file(tmp_path):
                           capture_output=True, text=True, timeout=300)
     line = one_error_line(proc)
     assert proc.returncode == 2 and "is a file, not a folder" in line
+
+
+def test_main_unexpected_error_is_one_line_with_the_traceback_in_the_log(tmp_path, monkeypatch, capsys):
+    import main as main_module
+
+    def broken(args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(main_module, "main", broken)
+    (tmp_path / "info.txt").write_text("earlier log\n")
+    args = main_module.get_args_parser().parse_args(["-c", "x.py", "--output_dir", str(tmp_path)])
+    assert main_module.run_cli(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "RuntimeError: boom" in err[0] and "--debug" in err[0] and "info.txt" in err[0]
+    assert "Traceback" in (tmp_path / "info.txt").read_text()
+    args.debug = True
+    with pytest.raises(RuntimeError, match="boom"):
+        main_module.run_cli(args)
