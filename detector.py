@@ -17,6 +17,7 @@ so a Detector gives the detections `main.py --eval` scores for the same image.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -104,7 +105,7 @@ class Detector:
         self.device = next(model.parameters()).device
         self.amp = amp
         if amp:
-            from util.precision import use_channels_last
+            from models.dino.inference_prep import use_channels_last
             use_channels_last(self.model, self.device, amp)  # measured to pay under bfloat16 (docs/OPS.md)
         self.inference_changes: tuple = ()  # what from_checkpoint did to make its model faster
         self._transform = make_coco_transforms("val", args)
@@ -126,38 +127,12 @@ class Detector:
         file is refused and nothing in it runs).
         Errors for people: util.checkpoint.CheckpointError, util.slconfig.ConfigError.
         """
-        from main import build_model_main
-        from util.checkpoint import CheckpointError, load_checkpoint, load_model_weights
-        from util.run_config import args_for_checkpoint
-
-        from util.checkpoint import in_project_layout
-
-        from util.slconfig import parse_option_value
-
         device = resolve_device(device)
-        # "k": "v" strings read as on the command line (--options k=v), other values as given
-        options = {k: parse_option_value(v) if isinstance(v, str) else v for k, v in (options or {}).items()}
-        ckpt = load_checkpoint(checkpoint, "checkpoint", trust=trust_checkpoint)
-        try:
-            args, source = args_for_checkpoint(ckpt, checkpoint, config, options)
-        except ConfigError as exc:
-            raise ConfigError(f"{exc}{_config_suggestion(ckpt)}") from None
-        args.device = str(device)
-        args.trust_checkpoint = trust_checkpoint  # also for a backbone file the settings name
-        ckpt = in_project_layout(ckpt, checkpoint, "checkpoint", args)  # detrex files: converted on load
-        model, _criterion, postprocessors = build_model_main(args)
-        key = "ema_model" if use_ema else "model"
-        if key not in ckpt:
-            raise CheckpointError(f"checkpoint {checkpoint} has no '{key}' weights"
-                                  + (" (it was trained without use_ema)" if use_ema else ""))
-        load_model_weights(model, ckpt[key], checkpoint, "checkpoint", strict=True)
-        model.to(device)
-        from util.precision import prepare_for_inference
-        changes = prepare_for_inference(model, device, amp)  # the model is ours and only runs inference
-        postprocessor = postprocessors["bbox"]
-        postprocessor.set_category_ids(label_map_for(args))  # contiguous-label models report the dataset's ids
-        detector = cls(model, postprocessor, args, category_names_for(args), amp=amp)
-        detector.settings_source = source
+        loaded = load_trained_model(checkpoint, config, options, device, use_ema, trust_checkpoint)
+        from models.dino.inference_prep import prepare_for_inference
+        changes = prepare_for_inference(loaded.model, device, amp)  # the model is ours and only runs inference
+        detector = cls(loaded.model, loaded.postprocessor, loaded.args, category_names_for(loaded.args), amp=amp)
+        detector.settings_source = loaded.source
         detector.inference_changes = changes
         return detector
 
@@ -221,6 +196,53 @@ class Detector:
         names = [self.category_names.get(int(c), str(int(c))) for c in labels.tolist()]
         return Detections(boxes.numpy().astype(np.float32), scores.numpy().astype(np.float32),
                           labels.numpy().astype(np.int64), names, (h, w))
+
+
+@dataclass
+class TrainedModel:
+    """A checkpoint's model (eval mode, weights loaded), its post-processor and settings."""
+    model: torch.nn.Module
+    postprocessor: Any
+    args: Any
+    source: str  # where the settings came from
+
+
+def load_trained_model(checkpoint: str, config: Optional[str] = None, options: Optional[Mapping[str, Any]] = None,
+                       device: Union[str, torch.device] = "cpu", use_ema: bool = False,
+                       trust_checkpoint: bool = False) -> TrainedModel:
+    """Rebuild the model a checkpoint records (or `config` names), load its weights strictly (detrex
+    files converted on load) and set its post-processor to report the dataset's category ids. The
+    class names the checkpoint records are kept even when `config` gives the other settings.
+    Errors for people: util.checkpoint.CheckpointError, util.slconfig.ConfigError."""
+    from models import build_model
+    from models.dino.checkpoint_layouts import in_project_layout
+    from util.checkpoint import CheckpointError, load_checkpoint, load_model_weights
+    from util.run_config import args_for_checkpoint, recorded_settings
+    from util.slconfig import parse_option_value
+
+    # "k": "v" strings read as on the command line (--options k=v), other values as given
+    options = {k: parse_option_value(v) if isinstance(v, str) else v for k, v in (options or {}).items()}
+    ckpt = load_checkpoint(checkpoint, "checkpoint", trust=trust_checkpoint)
+    try:
+        args, source = args_for_checkpoint(ckpt, checkpoint, config, options)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}{_config_suggestion(ckpt)}") from None
+    args.device = str(device)
+    args.trust_checkpoint = trust_checkpoint  # also for a backbone file the settings name
+    recorded_names = (recorded_settings(ckpt) or {}).get("category_names")
+    if not getattr(args, "category_names", None) and recorded_names:
+        args.category_names = recorded_names  # main.py stores the dataset's class names
+    ckpt = in_project_layout(ckpt, checkpoint, "checkpoint", args)  # detrex files: converted on load
+    model, _criterion, postprocessors = build_model(args)
+    key = "ema_model" if use_ema else "model"
+    if key not in ckpt:
+        raise CheckpointError(f"checkpoint {checkpoint} has no '{key}' weights"
+                              + (" (it was trained without use_ema)" if use_ema else ""))
+    load_model_weights(model, ckpt[key], checkpoint, "checkpoint", strict=True)
+    model.to(device).eval()
+    postprocessor = postprocessors["bbox"]
+    postprocessor.set_category_ids(label_map_for(args))  # contiguous-label models report the dataset's ids
+    return TrainedModel(model, postprocessor, args, source)
 
 
 def check_filters(threshold: float, topk: Optional[int], nms: Optional[float]) -> None:

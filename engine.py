@@ -1,5 +1,9 @@
 """One training epoch, COCO evaluation and detection export (used by main.py).
 
+train_epoch
+    one epoch of util/trainer.py's Trainer: seeds of (seed, epoch, rank), then
+    train_one_epoch.
+
 train_one_epoch
     forward (with targets, for the denoising queries), weighted loss, backward,
     gradient clipping at `max_norm`, optimizer step; mixed precision when
@@ -167,67 +171,33 @@ def train_one_epoch(model: torch.nn.Module, criterion: torch.nn.Module, data_loa
     metric_logger.add_meter("lr", SmoothedValue(window_size=1, fmt="{value:.2e}"))
     if not wo_class_error:
         metric_logger.add_meter("class_error", SmoothedValue(window_size=1, fmt="{value:.2f}"))
-    header = f"Epoch: [{epoch}]"
     try:
         num_iterations = len(data_loader)  # type: ignore[arg-type]
     except TypeError:
         num_iterations = None
 
-    weight_dict = criterion.weight_dict
-    for it, (samples, targets) in enumerate(metric_logger.log_every(data_loader, _print_freq(args), header,
-                                                                      logger=logger)):
+    for it, (samples, targets) in enumerate(metric_logger.log_every(data_loader, _print_freq(args),
+                                                                      f"Epoch: [{epoch}]", logger=logger)):
         samples = samples.to(device, non_blocking=True)
         targets = _to_device(targets, device)
-
         with autocast_context(device, amp):
             outputs = model(samples, targets) if need_targets else model(samples)
             bad_outputs = non_finite_outputs(outputs)
             if bad_outputs:  # the matcher cannot even run on these
                 raise NonFiniteLossError(epoch, it, num_iterations=num_iterations, bad_outputs=bad_outputs)
             loss_dict = criterion(outputs, targets)
-        if _nan_fault(epoch, it):
-            loss_dict = dict(loss_dict)
-            loss_dict["loss_bbox"] = loss_dict["loss_bbox"] * float("nan")
-        losses = sum(loss_dict[k].float() * weight_dict[k] for k in loss_dict if k in weight_dict)
-
-        # averaged over processes, for logging and for the finite check (same decision on every rank)
-        reduced = utils.reduce_dict({k: v.detach().float() for k, v in loss_dict.items()})
-        reduced_scaled = {k: v * weight_dict[k] for k, v in reduced.items() if k in weight_dict}
-        reduced_unscaled = {f"{k}_unscaled": v for k, v in reduced.items()}
+        losses, reduced, reduced_scaled = _weighted_losses(loss_dict, criterion.weight_dict, epoch, it)
         loss_value = float(sum(reduced_scaled.values()).item())
-
         if not math.isfinite(loss_value):
             terms = {k: float(v.item()) for k, v in reduced.items()}
             raise NonFiniteLossError(epoch, it, loss_value, terms, num_iterations)
 
-        optimizer.zero_grad(set_to_none=True)
-        if scaler.is_enabled():
-            scaler.scale(losses).backward()
-            if max_norm > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            losses.backward()
-            if max_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-            optimizer.step()
-
+        _backward_and_step(losses, model, optimizer, scaler, max_norm)
         if onecycle and lr_scheduler is not None:
             lr_scheduler.step()
         if use_ema and epoch >= ema_epoch:
             ema_m.update(model)
-
-        metric_logger.update(loss=loss_value, **reduced_scaled, **reduced_unscaled)
-        if "class_error" in reduced:
-            metric_logger.update(class_error=reduced["class_error"])
-        metric_logger.update(lr=optimizer.param_groups[0]["lr"])
-        if on_step is not None:
-            metrics: Dict[str, Any] = {"loss": loss_value, "lr": optimizer.param_groups[0]["lr"], **reduced_scaled}
-            if "class_error" in reduced:
-                metrics["class_error"] = reduced["class_error"]
-            on_step(it, metrics)
+        _record_step(metric_logger, on_step, it, loss_value, reduced, reduced_scaled, optimizer)
 
         if getattr(args, "debug", False) and (it + 1) % 15 == 0:
             print("debug: stopping the epoch after 15 iterations")
@@ -236,6 +206,67 @@ def train_one_epoch(model: torch.nn.Module, criterion: torch.nn.Module, data_loa
     metric_logger.synchronize_between_processes()
     print(f"Averaged stats (epoch {epoch}): {metric_logger.summary(metric_logger.progress_keys)}")
     return metric_logger.global_averages()
+
+
+def _weighted_losses(loss_dict: Dict[str, torch.Tensor], weight_dict: Dict[str, float], epoch: int, it: int):
+    """(the weighted loss to backpropagate, the terms averaged over the processes, the same weighted);
+    the averages serve logging and the finite check, so every rank decides alike."""
+    if _nan_fault(epoch, it):
+        loss_dict = dict(loss_dict)
+        loss_dict["loss_bbox"] = loss_dict["loss_bbox"] * float("nan")
+    losses = sum(loss_dict[k].float() * weight_dict[k] for k in loss_dict if k in weight_dict)
+    reduced = utils.reduce_dict({k: v.detach().float() for k, v in loss_dict.items()})
+    reduced_scaled = {k: v * weight_dict[k] for k, v in reduced.items() if k in weight_dict}
+    return losses, reduced, reduced_scaled
+
+
+def _backward_and_step(losses: torch.Tensor, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler,
+                       max_norm: float) -> None:
+    """Backward, gradient clipping at `max_norm` (> 0), optimizer step; through the AMP scaler when on."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler.is_enabled():
+        scaler.scale(losses).backward()
+        if max_norm > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        return
+    losses.backward()
+    if max_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+
+
+def _record_step(metric_logger: MetricLogger, on_step, it: int, loss_value: float, reduced: Dict[str, Any],
+                 reduced_scaled: Dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
+    """The step's numbers to the progress display and to `on_step` (the trainer's hooks)."""
+    reduced_unscaled = {f"{k}_unscaled": v for k, v in reduced.items()}
+    lr = optimizer.param_groups[0]["lr"]
+    metric_logger.update(loss=loss_value, **reduced_scaled, **reduced_unscaled)
+    if "class_error" in reduced:
+        metric_logger.update(class_error=reduced["class_error"])
+    metric_logger.update(lr=lr)
+    if on_step is not None:
+        metrics: Dict[str, Any] = {"loss": loss_value, "lr": lr, **reduced_scaled}
+        if "class_error" in reduced:
+            metrics["class_error"] = reduced["class_error"]
+        on_step(it, metrics)
+
+
+def train_epoch(trainer) -> Dict[str, float]:
+    """One epoch of a Trainer (its `train_epoch`): the epoch's randomness drawn from (seed, epoch,
+    rank) only, then train_one_epoch, whose steps go to the trainer's after_step hooks (EMA,
+    TensorBoard, ...)."""
+    from util.seeding import epoch_seed, seed_everything
+
+    args, epoch = trainer.args, trainer.epoch
+    seed_everything(epoch_seed(args.seed, epoch, utils.get_rank()))
+    trainer.loaders["sampler_train"].set_epoch(epoch)
+    return train_one_epoch(trainer.model, trainer.criterion, trainer.loaders["train"], trainer.optimizer,
+                           trainer.device, epoch, args.clip_max_norm, lr_scheduler=trainer.lr_scheduler, args=args,
+                           logger=trainer.logger if args.save_log else None, scaler=trainer.scaler,
+                           on_step=trainer.run_after_step)
 
 
 def _real_flags(data_loader, batch_index: int, batch_len: int) -> List[bool]:

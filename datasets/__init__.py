@@ -8,7 +8,8 @@
 import torch.utils.data
 
 from .coco import CocoDetection, build as build_coco
-from .validation import DatasetError, user_message, verify_images
+from .errors import DatasetError, user_message
+from .verify import verify_images
 
 __all__ = [
     "CocoDetection",

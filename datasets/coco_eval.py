@@ -25,16 +25,13 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from util.metric_logger import COCO_STAT_NAMES
 from util.misc import all_gather
 
 __all__ = ["CocoEvaluator", "to_coco_results", "save_coco_results"]
 
 SUPPORTED_IOU_TYPES = ("bbox",)
-# Names of the 12 numbers of COCOeval.stats, in order.
-STAT_NAMES = (
-    "AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
-    "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large",
-)
+STAT_NAMES = COCO_STAT_NAMES  # names of the 12 numbers of COCOeval.stats, in order
 
 
 def _as_numpy(value: Any) -> np.ndarray:

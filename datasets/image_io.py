@@ -27,7 +27,7 @@ from typing import Optional, Tuple
 import numpy as np
 from PIL import Image, ImageOps
 
-from .validation import DatasetError
+from .errors import DatasetError
 
 IMAGENET_MEAN_RGB = (124, 116, 104)  # round(255 * (0.485, 0.456, 0.406))
 EXIF_ORIENTATION_TAG = 0x0112

@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .errors import DatasetError, user_message  # noqa: F401 (the names callers import from here)
 
 logger = logging.getLogger(__name__)
 
@@ -42,24 +43,6 @@ CLIP_TOLERANCE_PX = 1.0
 
 # How many example ids a message lists.
 MAX_EXAMPLES = 5
-
-
-class DatasetError(ValueError):
-    """A dataset problem that stops training; the message says what to fix."""
-
-
-def user_message(exc: BaseException) -> str:
-    """The human part of a DatasetError's message.
-
-    A DatasetError raised in a DataLoader worker comes back to the main
-    process with the worker's traceback prepended to its message; this returns
-    only the text the error was raised with.
-    """
-    text = str(exc)
-    marker = "DatasetError: "
-    if "Original Traceback" in text and marker in text:
-        return text[text.rindex(marker) + len(marker):].strip()
-    return text
 
 
 def _is_int(value: Any) -> bool:
@@ -282,59 +265,77 @@ def check_annotations(data: Dict[str, Any], ann_file: str) -> AnnotationReport:
     anns = data.get("annotations", [])
     report = AnnotationReport(ann_file=ann_file, num_images=len(images), num_annotations=len(anns))
     sizes = _check_images(images, ann_file)
-    cat_ids = _check_categories(data.get("categories", []), ann_file)
-    report.category_ids = cat_ids
-    known_cats = set(cat_ids)
+    report.category_ids = _check_categories(data.get("categories", []), ann_file)
+    scan = _AnnotationScan(report, sizes, anns, ann_file)
+    for i, ann in enumerate(anns):  # one pass over up to ~1M annotations (~2 s on full COCO)
+        scan.visit(i, ann)
+    scan.finish()
+    return report
 
-    tol = CLIP_TOLERANCE_PX
-    number_types = (int, float)  # exact types: bool and str are rejected
-    max_cat = -1
-    max_cat_ann = None
-    seen_ids = set()
-    id_problem = None
-    # One pass over up to ~1M annotations: keep the common path to plain
-    # comparisons (no helper calls); ~2 s on full COCO.
-    for i, ann in enumerate(anns):
+
+_NUMBER_TYPES = (int, float)  # exact types: bool and str are rejected
+
+
+class _AnnotationScan:
+    """The per-annotation part of check_annotations: required fields and their types (errors),
+    id uniqueness, category ids, filled 'area' / 'iscrowd', and the boxes the dataset will drop
+    or clip (counted in the report). The common path is plain comparisons only."""
+
+    def __init__(self, report: AnnotationReport, sizes: Dict[Any, Optional[Tuple[float, float]]],
+                 anns: List[Any], ann_file: str):
+        self.report, self.sizes, self.anns, self.ann_file = report, sizes, anns, ann_file
+        self.known_cats = set(report.category_ids)
+        self.max_cat, self.max_cat_ann = -1, None
+        self.seen_ids: set = set()
+        self.id_problem: Optional[str] = None
+
+    def _fields(self, i: int, ann: Any) -> Tuple[Any, Any, Any]:
+        """(bbox, image_id, category_id) of an annotation, or DatasetError naming what is missing."""
         if type(ann) is not dict:
-            raise DatasetError(f"{ann_file}: entry #{i} of 'annotations' is a {type(ann).__name__}, not an object.")
+            raise DatasetError(f"{self.ann_file}: entry #{i} of 'annotations' is a {type(ann).__name__}, not an "
+                               f"object.")
         try:
-            bbox = ann["bbox"]
-            image_id = ann["image_id"]
-            cat = ann["category_id"]
+            return ann["bbox"], ann["image_id"], ann["category_id"]
         except KeyError:
             missing = [k for k in REQUIRED_ANNOTATION_KEYS if k not in ann]
-            n_bad = sum(1 for a in anns if isinstance(a, dict) and any(k not in a for k in REQUIRED_ANNOTATION_KEYS))
+            n_bad = sum(1 for a in self.anns
+                        if isinstance(a, dict) and any(k not in a for k in REQUIRED_ANNOTATION_KEYS))
             raise DatasetError(
-                f"{ann_file}: {_ann_name(ann, i)} has no {' and no '.join(repr(k) for k in missing)} "
+                f"{self.ann_file}: {_ann_name(ann, i)} has no {' and no '.join(repr(k) for k in missing)} "
                 f"({_plural(n_bad, 'annotation')} in the file lack required keys). Every annotation needs "
                 f"'bbox' [x, y, width, height] in pixels, 'image_id' and 'category_id'.") from None
 
-        ann_id = ann.get("id")
-        if type(ann_id) is int and ann_id > 0 and ann_id not in seen_ids:
-            seen_ids.add(ann_id)
-        elif id_problem is None:
+    def _track_id(self, i: int, ann_id: Any) -> None:
+        if type(ann_id) is int and ann_id > 0 and ann_id not in self.seen_ids:
+            self.seen_ids.add(ann_id)
+        elif self.id_problem is None:
             if ann_id is None:
-                id_problem = f"are missing (e.g. annotation #{i})"
+                self.id_problem = f"are missing (e.g. annotation #{i})"
             elif not _is_int(ann_id) or ann_id <= 0:
-                id_problem = f"are not all positive integers (e.g. id {ann_id!r})"
+                self.id_problem = f"are not all positive integers (e.g. id {ann_id!r})"
             else:
-                id_problem = f"are not unique (e.g. id {ann_id})"
-        name = ann_id if ann_id is not None else f"#{i}"
+                self.id_problem = f"are not unique (e.g. id {ann_id})"
 
+    def visit(self, i: int, ann: Any) -> None:
+        bbox, image_id, cat = self._fields(i, ann)
+        ann_id = ann.get("id")
+        self._track_id(i, ann_id)
+        name = ann_id if ann_id is not None else f"#{i}"
+        report = self.report
         if type(bbox) is not list or len(bbox) != 4:
-            raise DatasetError(f"{ann_file}: {_ann_name(ann, i)} (image {image_id}) has bbox {bbox!r}; "
+            raise DatasetError(f"{self.ann_file}: {_ann_name(ann, i)} (image {image_id}) has bbox {bbox!r}; "
                                f"a bbox must be a list of 4 numbers [x, y, width, height] in pixels.")
         x, y, w, h = bbox
-        if not (type(x) in number_types and type(y) in number_types
-                and type(w) in number_types and type(h) in number_types):
-            raise DatasetError(f"{ann_file}: {_ann_name(ann, i)} (image {image_id}) has bbox {bbox!r}; "
+        if not (type(x) in _NUMBER_TYPES and type(y) in _NUMBER_TYPES and type(w) in _NUMBER_TYPES
+                and type(h) in _NUMBER_TYPES):
+            raise DatasetError(f"{self.ann_file}: {_ann_name(ann, i)} (image {image_id}) has bbox {bbox!r}; "
                                f"a bbox must be a list of 4 numbers [x, y, width, height] in pixels.")
         if type(cat) is not int or cat < 0:
-            raise DatasetError(f"{ann_file}: {_ann_name(ann, i)} (image {image_id}) has category_id {cat!r}; "
-                               f"category ids must be integers >= 0.")
-        if cat > max_cat:
-            max_cat, max_cat_ann = cat, name
-        if cat not in known_cats:
+            raise DatasetError(f"{self.ann_file}: {_ann_name(ann, i)} (image {image_id}) has category_id "
+                               f"{cat!r}; category ids must be integers >= 0.")
+        if cat > self.max_cat:
+            self.max_cat, self.max_cat_ann = cat, name
+        if cat not in self.known_cats:
             report.unknown_category.add(f"{name}->{cat}")
 
         total = x + y + w + h
@@ -345,37 +346,31 @@ def check_annotations(data: Dict[str, Any], ann_file: str) -> AnnotationReport:
         crowd = ann.get("iscrowd")
         if crowd is None:
             ann["iscrowd"] = crowd = 0
-        if image_id not in sizes:
+        if image_id not in self.sizes:
             report.unknown_image.add(f"{name}->{image_id!r}")
-            continue
-        if crowd:
-            report.num_crowd += 1
-            continue  # crowd regions are never training targets
-
-        if not finite:
+        elif crowd:
+            report.num_crowd += 1  # crowd regions are never training targets
+        elif not finite:
             report.dropped_invalid.add(name)
         elif w <= 0 or h <= 0:
             report.dropped_empty.add(name)
-        else:
-            size = sizes[image_id]
-            if size is None:
-                continue
-            iw, ih = size
-            x1 = x + w
-            y1 = y + h
+        elif self.sizes[image_id] is not None:
+            iw, ih = self.sizes[image_id]
+            x1, y1, tol = x + w, y + h, CLIP_TOLERANCE_PX
             if x1 <= 0 or y1 <= 0 or x >= iw or y >= ih:
                 report.dropped_outside.add(name)
             elif x < -tol or y < -tol or x1 > iw + tol or y1 > ih + tol:
                 report.clipped.add(name)
 
-    if max_cat >= 0:
-        report.max_category_id = max_cat
-        report.max_category_ann = max_cat_ann
-    if id_problem is not None and anns:
-        report.renumbered_ids = id_problem
-        for new_id, ann in enumerate(anns, start=1):
-            ann["id"] = new_id
-    return report
+    def finish(self) -> None:
+        """The largest category id, and unique annotation ids where the file's were not."""
+        if self.max_cat >= 0:
+            self.report.max_category_id = self.max_cat
+            self.report.max_category_ann = self.max_cat_ann
+        if self.id_problem is not None and self.anns:
+            self.report.renumbered_ids = self.id_problem
+            for new_id, ann in enumerate(self.anns, start=1):
+                ann["id"] = new_id
 
 
 # --------------------------------------------------------------------------- #
@@ -453,78 +448,3 @@ def check_label_space(report: AnnotationReport, num_classes: Optional[int],
             f"dn_labelbook_size={dn_labelbook_size} is smaller than num_classes={num_classes}: denoising "
             f"queries draw labels below num_classes. Set dn_labelbook_size to at least {num_classes}, "
             f"e.g. --options dn_labelbook_size={num_classes}.")
-
-
-# --------------------------------------------------------------------------- #
-# decoding every image (opt-in, slow)
-# --------------------------------------------------------------------------- #
-@dataclass
-class ImageProblem:
-    image_id: int
-    path: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path} (image id {self.image_id}): {self.reason}"
-
-
-def verify_images(dataset, num_threads: Optional[int] = None, raise_error: bool = True,
-                  progress_every: int = 0) -> List[ImageProblem]:
-    """Decode every image of a CocoDetection (or a Subset of one) and report problems.
-
-    Finds files that cannot be decoded and files whose size matches neither
-    the json's width/height nor, for EXIF-rotated files, its transpose. Raises
-    one DatasetError listing them (or returns them with raise_error=False).
-    Takes a few minutes on full COCO; meant for a `--check_images` flag.
-    """
-    from .coco import unwrap_dataset
-    from .image_io import probe_image
-
-    base = unwrap_dataset(dataset)
-    if dataset is not base:
-        image_ids = [base.ids[i] for i in _subset_indices(dataset)]
-    else:
-        image_ids = list(base.ids)
-
-    def check(image_id):
-        info = base.coco.imgs[image_id]
-        path = os.path.join(base.img_folder, info["file_name"])
-        reason = probe_image(path, _json_size(info), base.exif_transpose)
-        return ImageProblem(image_id, path, reason) if reason else None
-
-    problems: List[ImageProblem] = []
-    workers = num_threads or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for n, result in enumerate(pool.map(check, image_ids), start=1):
-            if result is not None:
-                problems.append(result)
-            if progress_every and n % progress_every == 0:
-                logger.info("verify_images: %d / %d checked, %d problems", n, len(image_ids), len(problems))
-    if problems and raise_error:
-        shown = "\n  ".join(str(p) for p in problems[:20])
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise DatasetError(
-            f"{_plural(len(problems), 'image')} of {len(image_ids)} in {base.img_folder} cannot be used:\n  "
-            f"{shown}{more}\nReplace these files or remove them from {base.ann_file}.")
-    return problems
-
-
-def _subset_indices(dataset) -> List[int]:
-    """Indices into the innermost dataset through nested Subsets."""
-    import torch.utils.data as tud
-
-    chain = []
-    while isinstance(dataset, tud.Subset):
-        chain.append(dataset.indices)
-        dataset = dataset.dataset
-    idx = list(chain[0])
-    for inner in chain[1:]:
-        idx = [inner[i] for i in idx]
-    return idx
-
-
-def _json_size(info: Dict[str, Any]) -> Optional[Tuple[int, int]]:
-    w, h = info.get("width"), info.get("height")
-    if w is None or h is None:
-        return None
-    return int(round(w)), int(round(h))

@@ -71,7 +71,7 @@ def _found_again(ref, got, k: int = 100, iou: float = 0.5) -> float:
 
 def test_bf16_top_detections_found_as_with_half_a_grey_level_of_noise():
     """bfloat16 against float32's top 100, with float32 on a slightly noisy image as the yardstick."""
-    from util.precision import prepare_for_inference
+    from models.dino.inference_prep import prepare_for_inference
 
     model, post, images, fixture = _fixture_model()
     prepare_for_inference(model, torch.device("cpu"), True)  # as main.py --eval --amp runs it

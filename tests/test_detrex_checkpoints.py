@@ -127,10 +127,11 @@ def test_finetune_from_converted_checkpoint_to_other_class_count(coco_1_7_42, tm
 def test_load_checkpoint_converts_detrex_layout_for_the_run(detrex_ckpt):
     """What --resume / --pretrain_model_path read: detrex keys become this project's, detectron2's
     other entries (iteration, optimizer) are dropped; without the run's args nothing is converted."""
+    from models.dino.checkpoint_layouts import load_checkpoint_for
     from util.checkpoint import load_checkpoint
     src, state = detrex_ckpt
     args = build_args(CONFIG, TINY + ["num_classes=3", "dn_labelbook_size=3"])
-    loaded = load_checkpoint(str(src), "--pretrain_model_path", args)
+    loaded = load_checkpoint_for(args, str(src), "--pretrain_model_path")
     assert set(loaded) == {"model"} and sorted(loaded["model"]) == sorted(state)
     assert "neck.convs.0.conv.weight" in load_checkpoint(str(src), "--pretrain_model_path")["model"]
 

@@ -137,7 +137,7 @@ def test_tool_refuses_to_overwrite_inputs_and_existing_files(tmp_path, capsys):
     existing.write_bytes(b"keep me")
     cfg = os.path.join(REPO, "config", "DINO", "DINO_demo.py")
     assert export_tool(["-c", cfg, "--checkpoint", str(ckpt), "--output", str(ckpt), "--overwrite"]) == 2
-    assert "is an input of the export" in capsys.readouterr().err
+    assert "is the input" in capsys.readouterr().err
     assert export_tool(["-c", cfg, "--checkpoint", str(ckpt), "--output", str(existing)]) == 2
     err = capsys.readouterr().err
     assert "--overwrite" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -1,5 +1,5 @@
 """What main.py --eval, tools/inference.py and the Detector do to make an inference-only model
-faster (util/precision.prepare_for_inference, models/dino/fused_linear.py) computes what the
+faster (models/dino/inference_prep.prepare_for_inference, models/dino/fused_linear.py) computes what the
 plain model computes."""
 import copy
 
@@ -10,7 +10,8 @@ from torch import nn
 from helpers import TINY_OPTIONS, build_args
 from models.dino import fused_linear
 from models.dino.backbones.resnet import ResNetBody, fold_frozen_batch_norm
-from util.precision import cpu_bf16_support, prepare_for_inference
+from models.dino.inference_prep import prepare_for_inference
+from util.precision import cpu_bf16_support
 
 needs_kernel = pytest.mark.skipif(fused_linear._pointwise_kernel() is None,
                                   reason="this PyTorch build has no oneDNN fused linear")

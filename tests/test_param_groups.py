@@ -103,7 +103,7 @@ def _lrs(scheduler, optimizer, epochs):
 
 
 def test_step_and_multistep_schedules(model):
-    from main import build_lr_scheduler
+    from util.lr_scheduler import build_lr_scheduler
 
     args = tiny_args("lr=1e-4", "lr_backbone=1e-5", "lr_drop=2")
     opt = _adamw(args, model)
@@ -118,7 +118,7 @@ def test_step_and_multistep_schedules(model):
 
 
 def test_onecycle_keeps_each_groups_own_peak(model):
-    from main import build_lr_scheduler
+    from util.lr_scheduler import build_lr_scheduler
 
     args = tiny_args("lr=1e-4", "lr_backbone=1e-5", "onecyclelr=TRUE", "epochs=2")
     opt = _adamw(args, model)

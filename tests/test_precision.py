@@ -5,6 +5,7 @@ import logging
 import pytest
 import torch
 
+from models.dino import inference_prep
 from util import precision
 
 
@@ -80,10 +81,10 @@ def _tiny_model():
 def test_channels_last_only_for_bf16_on_cpu_and_same_outputs(cpu_flags):
     cpu_flags("amx_bf16")
     model = _tiny_model()
-    assert not precision.use_channels_last(model, "cpu", amp=False)
-    assert not precision.use_channels_last(model, "cuda", amp=True)
+    assert not inference_prep.use_channels_last(model, "cpu", amp=False)
+    assert not inference_prep.use_channels_last(model, "cuda", amp=True)
     reference = copy.deepcopy(model)
-    assert precision.use_channels_last(model, "cpu", amp=True)
+    assert inference_prep.use_channels_last(model, "cpu", amp=True)
     conv = model.backbone[0].body.conv1.weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
     images = [torch.rand(3, 64, 80), torch.rand(3, 72, 64)]

@@ -58,7 +58,7 @@ if REPO not in sys.path:
 
 
 def parse_args(argv=None):
-    from main import get_args_parser
+    from util.args import get_args_parser
 
     parser = argparse.ArgumentParser("DINO model benchmark", parents=[get_args_parser()])
     parser.add_argument("--image_size", nargs=2, type=int, default=[800, 1333], metavar=("H", "W"))
@@ -328,9 +328,10 @@ def main(argv=None):
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
 
-    from main import build_model_main
+    from models import build_model as build_model_main
     from models.dino.ops import backend
-    from util.precision import cpu_bf16_support, use_channels_last
+    from models.dino.inference_prep import use_channels_last
+    from util.precision import cpu_bf16_support
 
     model, criterion, _ = build_model_main(args)
     model.to(device)

@@ -26,7 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def build(config: str, options) -> torch.nn.Module:
-    from main import apply_config, build_model_main, get_args_parser, load_config
+    from models import build_model as build_model_main
+    from util.args import apply_config, get_args_parser, load_config
 
     args = get_args_parser().parse_args(["-c", config, "--device", "cpu"])
     args.options = options or None
@@ -64,7 +65,7 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         export_onnx(model, path, torch.randn(1, 3, *opt.export_size))
         print(f"exported in {time.perf_counter() - start:.0f} s")
-        from util.precision import prepare_for_inference
+        from models.dino.inference_prep import prepare_for_inference
         prepare_for_inference(model, torch.device("cpu"), amp=False)  # PyTorch as tools/inference.py runs it
         options = ort.SessionOptions()
         options.intra_op_num_threads = opt.threads

@@ -122,12 +122,12 @@ class OriginalCode:
 
 
 def build_ours(seed: int):
-    from main import get_args_parser
+    from util.args import get_args_parser
     from tools.benchmark_model import merge_config
 
     args = merge_config(argparse.ArgumentParser(parents=[get_args_parser()]).parse_args(
         ["-c", os.path.join(REPO, CONFIG), "--device", "cpu", "--options", "backbone_pretrained=False"]))
-    from main import build_model_main
+    from models import build_model as build_model_main
 
     torch.manual_seed(seed)
     model, criterion, _ = build_model_main(args)
@@ -212,7 +212,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     from tools.benchmark_model import make_targets
     from util.get_param_dicts import build_optimizer, get_param_dict
-    from util.precision import autocast_dtype, cpu_bf16_support, prepare_for_inference
+    from models.dino.inference_prep import prepare_for_inference
+    from util.precision import autocast_dtype, cpu_bf16_support
 
     def log(msg):
         print(msg, flush=True)
@@ -234,7 +235,7 @@ def main(argv=None) -> int:
     if matched < 0.95:
         log("the two models do not compute the same thing: timings would not be comparable")
         return 1
-    # what main.py --eval / tools/inference.py do to an inference-only model (util/precision.py), on a
+    # what main.py --eval / tools/inference.py do to an inference-only model (models/dino/inference_prep.py), on a
     # copy (the training step below needs the unfolded one); checked again against the original
     fast = copy.deepcopy(ours)
     changes = prepare_for_inference(fast, torch.device("cpu"), amp=True)

@@ -50,7 +50,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def dataset_args(opts) -> argparse.Namespace:
     """What the dataset code reads: the config's augmentation settings and --coco_path."""
-    from main import load_config
+    from util.args import load_config
 
     ns = argparse.Namespace(config_file=opts.config_file, options=opts.options, coco_path=opts.coco_path,
                             dataset_file="coco", fix_size=False)

@@ -43,7 +43,8 @@ from models.dino.checkpoint_layouts import (LayoutError, detect_layout, detrex_f
                                             detrex_to_project, find_detrex_config)
 from util.atomic import OutputError, atomic_write_bytes, check_output_file  # noqa: E402
 from util.checkpoint import CheckpointError, load_checkpoint, save_checkpoint_files  # noqa: E402
-from util.run_config import RUN_ONLY_KEYS, args_from_config, recorded_settings  # noqa: E402
+from util.args import args_from_config  # noqa: E402
+from util.run_config import RUN_ONLY_KEYS, recorded_settings  # noqa: E402
 from util.slconfig import ConfigError, DictAction  # noqa: E402
 
 

@@ -69,27 +69,13 @@ class ExportError(RuntimeError):
 def build_model(config: Optional[str], options: Optional[Dict[str, Any]], checkpoint: str, use_ema: bool = False,
                 trust_checkpoint: bool = False):
     """(model in eval mode on the CPU, postprocessor, args) for a checkpoint: its settings from
-    `config` when given, else from what the checkpoint records (util/run_config.py)."""
-    from main import build_model_main
-    from util.checkpoint import in_project_layout, load_checkpoint, load_model_weights
-    from util.run_config import args_for_checkpoint
+    `config` when given, else from what the checkpoint records (detector.load_trained_model)."""
+    from detector import load_trained_model
 
     if config and not os.path.isfile(config):
         raise ExportError(f"-c {config}: no such config file")
-    ckpt = load_checkpoint(checkpoint, what="--checkpoint", trust=trust_checkpoint)
-    args, _source = args_for_checkpoint(ckpt, checkpoint, config, options)
-    args.device = "cpu"
-    args.trust_checkpoint = trust_checkpoint
-    ckpt = in_project_layout(ckpt, checkpoint, "--checkpoint", args)  # detrex files: converted on load
-    key = "ema_model" if use_ema else "model"
-    if key not in ckpt:
-        raise ExportError(f"--checkpoint {checkpoint} has no '{key}' weights" + (" (drop --use-ema)" if use_ema else ""))
-    saved = ckpt.get("args")
-    if not getattr(args, "category_names", None) and getattr(saved, "category_names", None):
-        args.category_names = saved.category_names  # main.py stores the dataset's class names
-    model, _criterion, postprocessors = build_model_main(args)
-    load_model_weights(model, ckpt[key], checkpoint, "--checkpoint", strict=True)
-    return model.eval(), postprocessors["bbox"], args
+    loaded = load_trained_model(checkpoint, config, options, "cpu", use_ema, trust_checkpoint)
+    return loaded.model, loaded.postprocessor, loaded.args
 
 
 def deploy_metadata(args: argparse.Namespace) -> Dict[str, Any]:

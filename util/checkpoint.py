@@ -17,9 +17,7 @@ Reading
     in the file runs (util/weights_io.py). Problems (missing file, a folder, a
     truncated or foreign file, a Python object outside the allow-list, no
     'model' entry) raise `CheckpointError` whose message names the file and
-    says what to do. Given the run's `args`, a
-    checkpoint in detrex's layout is converted to this project's keys on load
-    (models/dino/checkpoint_layouts.py; logged), keeping only its weights.
+    says what to do. (Converting detrex's layout is models/dino/checkpoint_layouts.py's.)
 
 Fitting
     `load_model_weights(model, state, ...)` compares the state dict with the
@@ -197,42 +195,17 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:300]
 
 
-def load_checkpoint(path: str, what: str = "--resume", args: Optional[argparse.Namespace] = None,
-                    trust: bool = False) -> Dict[str, Any]:
+def load_checkpoint(path: str, what: str = "--resume", *, trust: bool = False) -> Dict[str, Any]:
     """Read a checkpoint file (or URL) into a dict with at least 'model' (see module doc).
 
-    Nothing in the file runs unless `trust` (util/weights_io.py). With `args` (the config the
-    weights are for), a detrex checkpoint comes back converted.
+    Nothing in the file runs unless `trust` (util/weights_io.py). The keys are the file's:
+    models/dino/checkpoint_layouts.in_project_layout maps detrex's onto this project's.
     """
-    return in_project_layout(_read_checkpoint(path, what, trust), path, what, args)
-
-
-def in_project_layout(checkpoint: Dict[str, Any], path: str, what: str,
-                      args: Optional[argparse.Namespace]) -> Dict[str, Any]:
-    """`checkpoint` (as load_checkpoint returns it) with detrex's keys mapped to this project's
-    for the model `args` build (only the weights are kept); other layouts come back unchanged.
-    For callers that learn the config only after reading the file (e.g. from its 'args')."""
-    if args is None:
-        return checkpoint
-    from models.dino.checkpoint_layouts import LayoutError, detect_layout, detrex_to_project
-    try:
-        layout = detect_layout(checkpoint["model"], checkpoint)
-    except LayoutError:
-        return checkpoint  # load_model_weights says which keys do not fit
-    if layout != "detrex":
-        return checkpoint
-    try:
-        state, notes = detrex_to_project(checkpoint["model"], args)
-    except LayoutError as exc:
-        raise CheckpointError(f"{what} {path}: {exc}") from None
-    logger.info("%s %s: detrex checkpoint, converted on load to this project's keys (%d tensors; "
-                "tools/convert_checkpoint.py writes the converted file): %s", what, path, len(state),
-                "; ".join(notes))
-    return {"model": state}
+    return _read_checkpoint(path, what, trust)
 
 
 def _read_checkpoint(path: str, what: str, trust: bool = False) -> Dict[str, Any]:
-    return _as_checkpoint(read_weights_file(path, what, trust), os.path.expanduser(str(path)), what)
+    return _as_checkpoint(read_weights_file(path, what, trust=trust), os.path.expanduser(str(path)), what)
 
 
 def _is_state_dict(obj: Any) -> bool:

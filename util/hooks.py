@@ -22,9 +22,9 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set
 
-from datasets.coco_eval import STAT_NAMES  # names of the 12 COCO numbers
+from util.metric_logger import COCO_STAT_NAMES as STAT_NAMES
 from util.trainer import HookBase
 
 _LAYER_TERM = re.compile(r"_(\d+|interm)$")
@@ -80,19 +80,19 @@ class EMAHook(HookBase):
 
 
 class EvalHook(HookBase):
-    """Evaluate after each epoch; adds `{prefix}_*` to the log line and updates the best-AP record."""
+    """Evaluate after each epoch with `evaluate` (engine.evaluate's signature); adds `{prefix}_*`
+    to the log line and updates the best-AP record."""
 
-    def __init__(self, prefix: str = "test", use_ema: bool = False):
+    def __init__(self, evaluate: Callable[..., Any], prefix: str = "test", use_ema: bool = False):
+        self.evaluate = evaluate
         self.prefix = prefix
         self.use_ema = use_ema
 
     def after_epoch(self) -> None:
-        from engine import evaluate
-
         t = self.trainer
         model = t.ema_m.module if self.use_ema else t.model_without_ddp
         extra = {"header": "Test (EMA):", "results_file": "results_ema.json"} if self.use_ema else {}
-        stats, _ = evaluate(model, t.criterion, t.postprocessors, t.loaders["val"], t.base_ds, t.device,
+        stats, _ = self.evaluate(model, t.criterion, t.postprocessors, t.loaders["val"], t.base_ds, t.device,
                             t.output_dir, args=t.args, logger=t.logger if t.args.save_log else None, **extra)
         t.log_stats.update({f"{self.prefix}_{k}": v for k, v in stats.items()})
         t.is_best[self.prefix] = t.best_holder.update(stats["coco_eval_bbox"][0], t.epoch, is_ema=self.use_ema)
@@ -337,17 +337,18 @@ def _jsonable(args) -> Dict[str, Any]:
     return json.loads(json.dumps(vars(args), default=json_default))
 
 
-def default_hooks(trainer, resumed_checkpoint: Optional[Dict[str, Any]] = None,
+def default_hooks(trainer, evaluate: Callable[..., Any], resumed_checkpoint: Optional[Dict[str, Any]] = None,
                   resumed_from_output_dir: bool = False) -> List[HookBase]:
-    """The hooks of a training run, in order (see module doc)."""
+    """The hooks of a training run, in order (see module doc); `evaluate` is the evaluation
+    function (engine.evaluate)."""
     args, out = trainer.args, trainer.output_dir
     period = int(getattr(args, "print_freq", None) or 10)
     hooks: List[HookBase] = [LRSchedulerHook()]
     if trainer.ema_m is not None:
         hooks.append(EMAHook(getattr(args, "ema_epoch", 0)))
-    hooks.append(EvalHook("test"))
+    hooks.append(EvalHook(evaluate, "test"))
     if trainer.ema_m is not None:
-        hooks.append(EvalHook("ema_test", use_ema=True))
+        hooks.append(EvalHook(evaluate, "ema_test", use_ema=True))
     hooks.append(EpochSummaryHook())
     if out:
         hooks.append(CheckpointHook(out))

@@ -27,6 +27,13 @@ from typing import Any, Dict, Iterable, Iterator, Optional
 import torch
 import torch.distributed as dist
 
+# Names of the 12 numbers of pycocotools' COCOeval.stats, in order (evaluation reports them, the
+# log and TensorBoard name them).
+COCO_STAT_NAMES = (
+    "AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
+    "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large",
+)
+
 from util.misc import is_dist_avail_and_initialized, is_main_process
 
 

@@ -11,9 +11,9 @@ in float32 under autocast in any case (models/dino/ops).
     with inference_autocast(device, amp=True):     # logs the choice once
         outputs = model(images)
 
-`use_channels_last(model, device, amp)` puts a ResNet backbone in the NHWC
-layout that oneDNN's bfloat16 convolutions use natively, for bfloat16 on the
-CPU, where it was measured to pay (docs/OPS.md).
+`channels_last(module)` puts a module in the NHWC layout that oneDNN's
+convolutions use natively; models/dino/inference_prep.py applies it to a ResNet
+backbone where it was measured to pay (bfloat16 on the CPU, docs/OPS.md).
 """
 from __future__ import annotations
 
@@ -140,45 +140,3 @@ def channels_last(module: nn.Module) -> nn.Module:
     module.to(memory_format=torch.channels_last)
     module.register_forward_pre_hook(_to_channels_last)
     return module
-
-
-def _resnet_body(model: nn.Module) -> Optional[nn.Module]:
-    """The model's ResNet backbone body (DINO's `backbone[0]`), or None for other backbones."""
-    from models.dino.backbones.resnet import ResNetBody
-
-    backbone = getattr(model, "backbone", None)
-    body = backbone[0] if isinstance(backbone, nn.Sequential) and len(backbone) else None
-    return body if isinstance(body, ResNetBody) else None
-
-
-def use_channels_last(model: nn.Module, device: torch.device, amp: bool) -> bool:
-    """Put the model's ResNet backbone in channels_last where that was measured to pay: bfloat16
-    autocast on the CPU (whole DINO-R50 inference 1.38x faster; in float32 it gains nothing,
-    docs/OPS.md). Returns whether it did; other backbones are left as they are."""
-    body = _resnet_body(model)
-    device = torch.device(device)
-    if device.type != "cpu" or autocast_dtype(device, amp) is not torch.bfloat16 or body is None:
-        return False
-    channels_last(body)
-    return True
-
-
-def prepare_for_inference(model: nn.Module, device: torch.device, amp: bool) -> Tuple[str, ...]:
-    """Make an inference-only model faster, in place; returns what was done (for the log).
-
-    * frozen batch norm of a ResNet backbone folded into its convolutions (one pass less over
-      every feature map, two casts less under bfloat16; the state dict changes, so call this
-      after the weights are loaded and never save or train the result);
-    * channels_last for that backbone under bfloat16 on the CPU (`use_channels_last`).
-    """
-    from models.dino.backbones.resnet import fold_frozen_batch_norm
-
-    done = []
-    body = _resnet_body(model)
-    if body is not None:
-        folded = fold_frozen_batch_norm(body)
-        if folded:
-            done.append(f"{folded} frozen batch norms folded into convolutions")
-    if use_channels_last(model, device, amp):
-        done.append("channels_last ResNet")
-    return tuple(done)

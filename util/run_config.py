@@ -12,26 +12,13 @@ import argparse
 import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from util.args import args_from_config, get_args_parser
 from util.slconfig import ConfigError
 
 # Flags of a run that say nothing about the model and must not leak into a new use of it.
 RUN_ONLY_KEYS = ("resume", "pretrain_model_path", "output_dir", "eval", "test", "device",
              "distributed", "rank", "world_size", "gpu", "local_rank", "dist_url", "options",
              "start_epoch", "finetune_ignore", "trust_checkpoint")
-
-
-def args_from_config(config_file: str, options: Optional[Mapping[str, Any]] = None) -> argparse.Namespace:
-    """main.py's args for `config_file` plus checked `options` (ConfigError naming the problem)."""
-    from main import apply_config, get_args_parser, load_config
-
-    if not os.path.isfile(config_file):
-        raise ConfigError(f"config file {config_file} does not exist; pass the config the model was trained "
-                          f"with (config/DINO/*.py or the run's config_cfg.py).")
-    args = get_args_parser().parse_args(["-c", config_file])
-    args.options = dict(options or {})
-    cfg, _ignored = load_config(args)
-    apply_config(cfg, args)
-    return args
 
 
 def recorded_settings(checkpoint: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
@@ -56,7 +43,6 @@ def args_for_checkpoint(checkpoint: Mapping[str, Any], checkpoint_path: str, con
         return args_from_config(config_file, options), f"config {config_file}"
     recorded = recorded_settings(checkpoint)
     if recorded is not None:
-        from main import get_args_parser
         from util.slconfig import SLConfig, check_options
 
         recorded_config = recorded.get("config_file") or checkpoint_path

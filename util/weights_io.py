@@ -179,7 +179,7 @@ def _load_pickled(path: str, what: str, trust: bool) -> Any:
             f"copy or save that was interrupted) or another kind of file; use another checkpoint.") from None
 
 
-def read_weights_file(path: str, what: str = "checkpoint", trust: bool = False) -> Any:
+def read_weights_file(path: str, what: str = "checkpoint", *, trust: bool = False) -> Any:
     """What the file (or URL) holds, read as data (see the module doc).
 
     A safetensors file comes back as {"model": state_dict, **its metadata}. Problems raise

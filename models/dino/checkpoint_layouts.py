@@ -24,6 +24,7 @@ compare the result with the model.
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import re
 from collections import Counter
@@ -31,6 +32,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 from torch import Tensor
 
+_logger = logging.getLogger("dino.checkpoint")
 StateDict = Dict[str, Tensor]
 BODY_PREFIX = "backbone.0."  # the body inside the detector (backbone.1 is the position encoding)
 # container entries only this project writes (the original DINO wrote model/optimizer/lr_scheduler/epoch/args)
@@ -274,3 +276,33 @@ def find_detrex_config(facts: Mapping[str, object]) -> str:
             return path
     raise LayoutError(f"no config under {os.path.relpath(DETREX_CONFIGS)} has backbone={wanted[0]}, "
                       f"num_feature_levels={wanted[1]}, num_classes={wanted[2]}; name a config with -c")
+
+
+def in_project_layout(checkpoint: Dict[str, object], path: str, what: str, args) -> Dict[str, object]:
+    """`checkpoint` (as util.checkpoint.load_checkpoint returns it) with detrex's keys mapped onto
+    the model `args` build (only the weights are kept, logged); other layouts come back as they are.
+    For callers that learn the config only after reading the file (e.g. from its 'args')."""
+    from util.checkpoint import CheckpointError
+
+    try:
+        layout = detect_layout(checkpoint["model"], checkpoint)
+    except LayoutError:
+        return checkpoint  # load_model_weights says which keys do not fit
+    if layout != "detrex":
+        return checkpoint
+    try:
+        state, notes = detrex_to_project(checkpoint["model"], args)
+    except LayoutError as exc:
+        raise CheckpointError(f"{what} {path}: {exc}") from None
+    _logger.info("%s %s: detrex checkpoint, converted on load to this project's keys (%d tensors; "
+                 "tools/convert_checkpoint.py writes the converted file): %s", what, path, len(state),
+                 "; ".join(notes))
+    return {"model": state}
+
+
+def load_checkpoint_for(args, path: str, what: str, *, trust: bool = False) -> Dict[str, object]:
+    """util.checkpoint.load_checkpoint, then in_project_layout for the model of `args` (what
+    main.py's --resume and --pretrain_model_path read)."""
+    from util.checkpoint import load_checkpoint
+
+    return in_project_layout(load_checkpoint(path, what, trust=trust), path, what, args)

@@ -26,7 +26,7 @@ def read_checkpoint(path: str, trust: bool = False) -> StateDict:
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained backbone file not found: {path}")
-    obj = read_weights_file(path, "pretrained backbone file", trust)
+    obj = read_weights_file(path, "pretrained backbone file", trust=trust)
     for key in _CONTAINER_KEYS:
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
