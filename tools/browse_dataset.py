@@ -168,6 +168,12 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print(f"error: {user_message(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - unforeseen: one line naming the dataset, the traceback with --debug
+        if opts.debug:
+            raise
+        from util.cli import unexpected_error_line
+        print(unexpected_error_line(exc, opts.coco_path), file=sys.stderr)
+        return 1
     print(f"wrote {len(written)} pictures to {opts.out}")
     return 0
 

@@ -147,6 +147,12 @@ def main(argv=None) -> int:
         named = isinstance(exc, (OutputError, CheckpointError)) or args.checkpoint in message
         print(f"error: {message}" if named else f"error: {args.checkpoint}: {message}", file=sys.stderr)
         return 1
+    except Exception as exc:  # noqa: BLE001 - unforeseen: one line naming the file, the traceback with --debug
+        if args.debug:
+            raise
+        from util.cli import unexpected_error_line
+        print(unexpected_error_line(exc, args.checkpoint), file=sys.stderr)
+        return 1
     for key, what in report.items():
         print(f"{key}: {what}")
     print(f"wrote {dst} ({len(out)} tensors)")

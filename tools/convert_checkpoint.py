@@ -193,6 +193,12 @@ def main(argv=None) -> int:
             message = f"{getattr(exc, 'filename', None) or opt.input}: {exc.strerror or message}"
         print(f"error: {message}", file=sys.stderr)
         return 1
+    except Exception as exc:  # noqa: BLE001 - unforeseen: one line naming the files, the traceback with --debug
+        if opt.debug:
+            raise
+        from util.cli import unexpected_error_line
+        print(unexpected_error_line(exc, f"{opt.input} -> {opt.output}"), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

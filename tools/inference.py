@@ -309,7 +309,13 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     outputs = plan_outputs(inputs, opts.output_dir, opts.overwrite)
     from util.atomic import prepare_output_dir
     prepare_output_dir(opts.output_dir)  # a folder this run can write in, before the model is loaded
-    detector = build_detector(opts)
+    try:
+        detector = build_detector(opts)
+    except Exception as exc:  # noqa: BLE001 - people's errors pass as they are; others name the model file
+        if isinstance(exc, (ToolError,) + _loaded_error_classes(*PEOPLE_ERRORS)):
+            raise
+        from util.cli import unexpected_error_line
+        raise ToolError(unexpected_error_line(exc, opts.checkpoint or opts.onnx)[len("error: "):]) from exc
     start = time.time()
     done, skipped = run(detector, inputs, outputs, opts)
     payload = {"checkpoint": os.path.abspath(opts.checkpoint or opts.onnx), "threshold": opts.threshold,

@@ -156,6 +156,12 @@ def run(argv: Sequence[str] = None) -> int:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - unforeseen: one line naming the logs, the traceback with --debug
+        if args.debug:
+            raise
+        from util.cli import unexpected_error_line
+        print(unexpected_error_line(exc, ", ".join(args.runs)), file=sys.stderr)
+        return 1
     print(f"wrote {args.out} ({len(runs)} runs, {sum(len(r[1]) for r in runs)} epochs)")
     return 0
 
