@@ -127,6 +127,13 @@ def test_convert_on_a_full_disk_names_the_output(tmp_path, checkpoint):
     assert sha(checkpoint) == before
 
 
+def test_convert_to_safetensors_on_a_full_disk_names_the_output(tmp_path, checkpoint):
+    disk = tmp_path / "disk"
+    proc = in_small_tmpfs(disk, "256k", [PY, "tools/convert_checkpoint.py", checkpoint, disk / "m.safetensors"])
+    line = one_error_line(proc)
+    assert "could not write" in line and "m.safetensors" in line and "No space left on device" in line
+
+
 def test_convert_write_error_in_process(tmp_path, checkpoint, capsys):
     """The same path without a tmpfs: the temporary file points at /dev/full (ENOSPC on write)."""
     from tools.convert_checkpoint import main as convert

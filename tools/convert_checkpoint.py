@@ -41,7 +41,7 @@ import torch  # noqa: E402
 
 from models.dino.checkpoint_layouts import (LayoutError, detect_layout, detrex_facts,  # noqa: E402
                                             detrex_to_project, find_detrex_config)
-from util.atomic import OutputError, atomic_write_bytes, check_output_file  # noqa: E402
+from util.atomic import OutputError, check_output_file  # noqa: E402
 from util.checkpoint import CheckpointError, load_checkpoint, save_checkpoint_files  # noqa: E402
 from util.args import args_from_config  # noqa: E402
 from util.run_config import RUN_ONLY_KEYS, recorded_settings  # noqa: E402
@@ -137,8 +137,8 @@ def write_output(path: str, state: Dict[str, torch.Tensor], settings: Optional[d
     if settings is not None:
         extra["args"] = settings
     if path.endswith(".safetensors"):
-        from util.weights_io import safetensors_bytes
-        atomic_write_bytes(path, safetensors_bytes(state, extra))
+        from util.weights_io import write_safetensors
+        write_safetensors(path, state, extra)
     else:
         save_checkpoint_files({"model": state, **extra}, [path])
 

@@ -101,13 +101,6 @@ def atomic_write_text(path: str, text: str) -> None:
             f.write(text)
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write `data` to `path` atomically."""
-    with atomic_output(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-
-
 def _pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True  # this process's own: it may be writing it right now

@@ -19,7 +19,7 @@ through `read_weights_file`:
   two URLs whose files share a name never stand for each other; then read as
   a local file.
 
-`write_safetensors` writes a state dict with string metadata, the format this
+`write_safetensors` writes a state dict with JSON metadata, atomically, the format this
 project recommends for sharing fine-tuned models.
 """
 from __future__ import annotations
@@ -289,11 +289,34 @@ def _unshared(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return out
 
 
-def safetensors_bytes(state: Mapping[str, torch.Tensor], metadata: Optional[Mapping[str, Any]] = None) -> bytes:
-    """The .safetensors serialisation of `state` with `metadata` (JSON under the 'dino' key)."""
-    from safetensors.torch import save
-
+def _safetensors_header(metadata: Optional[Mapping[str, Any]]) -> Dict[str, str]:
     header = {"format": "pt"}
     if metadata:
         header[SAFETENSORS_METADATA_KEY] = json.dumps(_encode(dict(metadata)), sort_keys=True)
-    return save(_unshared(state), metadata=header)
+    return header
+
+
+def write_safetensors(path: str, state: Mapping[str, torch.Tensor],
+                      metadata: Optional[Mapping[str, Any]] = None) -> None:
+    """Write `state` with `metadata` (JSON under the 'dino' key) to `path` as safetensors, atomically
+    (util/atomic.py: a temporary file beside it, renamed into place when complete)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    from util.atomic import atomic_output
+
+    with atomic_output(path) as tmp:
+        try:
+            save_file(_unshared(state), tmp, metadata=_safetensors_header(metadata))
+        except SafetensorError as exc:  # its I/O errors as what they are (full disk, permissions)
+            code = re.search(r"os error (\d+)", str(exc))
+            if code:
+                raise OSError(int(code.group(1)), os.strerror(int(code.group(1)))) from exc
+            raise
+
+
+def safetensors_bytes(state: Mapping[str, torch.Tensor], metadata: Optional[Mapping[str, Any]] = None) -> bytes:
+    """The .safetensors serialisation of `state` with `metadata` (for files written elsewhere)."""
+    from safetensors.torch import save
+
+    return save(_unshared(state), metadata=_safetensors_header(metadata))
