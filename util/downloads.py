@@ -169,6 +169,15 @@ def _reason(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:240]
 
 
+def _root_reason(exc: BaseException) -> str:
+    """The first line of the exception that started it all (huggingface_hub wraps e.g. a refused
+    connection in a 'cannot find the requested files' error)."""
+    seen = [exc]
+    while (seen[-1].__cause__ or seen[-1].__context__) is not None and len(seen) < 8:
+        seen.append(seen[-1].__cause__ or seen[-1].__context__)
+    return _reason(seen[-1])
+
+
 # --------------------------------------------------------------------------- #
 # release URLs: torch.hub's downloader and cache
 # --------------------------------------------------------------------------- #
@@ -275,7 +284,7 @@ def _fetch_hub(url: str, sha256: Optional[str], manual: str) -> str:
     except LocalEntryNotFoundError as exc:
         if offline():
             raise _offline_error(shown, where, manual) from None
-        raise DownloadError(f"{shown}: download failed ({_reason(exc)}); {manual}") from None
+        raise DownloadError(f"{shown}: download failed ({_root_reason(exc)}); {manual}") from None
     except Exception as exc:  # noqa: BLE001 - HTTP status, network, disk: one line for a person
         raise DownloadError(f"{shown}: download failed ({_reason(exc)}); {manual}") from None
     try:
