@@ -238,15 +238,15 @@ def load_trained_model(checkpoint: str, config: Optional[str] = None, options: O
                        device: Union[str, torch.device] = "cpu", use_ema: bool = False,
                        trust_checkpoint: bool = False) -> TrainedModel:
     """Rebuild the model a checkpoint (a file, URL or released model's name) records (or `config`
-    names), load its weights strictly (detrex files converted on load) and set its post-processor to report the dataset's category ids. The
-    class names the checkpoint records are kept even when `config` gives the other settings.
+    names), load its weights strictly (detrex files converted on load) and set its post-processor to
+    report the dataset's category ids. The class names the checkpoint records are kept even when
+    `config` gives the other settings.
     Errors for people: util.checkpoint.CheckpointError, util.slconfig.ConfigError."""
     from models import build_model
     from models.dino.checkpoint_layouts import in_project_layout
     from util.checkpoint import CheckpointError, load_checkpoint, load_model_weights
     from util.run_config import args_for_checkpoint, recorded_settings
     from util.slconfig import parse_option_value
-
     from util.zoo import detector_config, zoo_model
 
     entry = zoo_model(checkpoint)  # a released model's name: its config and preset options

@@ -212,6 +212,7 @@ def _fetch_release(url: str, file_name: Optional[str], sha256: Optional[str], ma
 
     final = url_cache_path(url, file_name)
     if os.path.isfile(final):
+        logger.info("%s: the copy downloaded before (%s)", url, final)
         return final
     if offline():
         raise _offline_error(url, final, manual)
