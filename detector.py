@@ -136,6 +136,33 @@ class Detector:
         detector.inference_changes = changes
         return detector
 
+    @classmethod
+    def from_pretrained(cls, name: str, options: Optional[Mapping[str, Any]] = None,
+                        device: Optional[Union[str, torch.device]] = None, amp: bool = False,
+                        config: Optional[str] = None) -> "Detector":
+        """A released model by name (`Detector.available_models()`, docs/MODEL_ZOO.md), e.g.
+        `Detector.from_pretrained("dino_r50_4scale_12ep")`: its config comes from the registry
+        (config/model_zoo.json; `config` replaces it), its file from the weights folder
+        ($DINO_WEIGHTS_DIR) or a download cached by the ecosystem's caches (util/zoo.py).
+        Errors for people: util.zoo.ZooError (an unknown name), util.checkpoint.CheckpointError
+        (a download that failed: one line naming the URL and where to put a copy)."""
+        from util.zoo import detector_config, get_entry
+
+        entry = get_entry(name)  # an unknown name, a backbone or a model without config: before any download
+        if config is None:
+            detector_config(entry)
+        return cls.from_checkpoint(name, config=config, options=options, device=device, amp=amp)
+
+    @staticmethod
+    def available_models(details: bool = False) -> List[Any]:
+        """The names `from_pretrained` takes (detectors of config/model_zoo.json and $DINO_MODEL_ZOO);
+        with `details`, a dict per model: backbone, box_ap, size (None: not known until downloaded),
+        config, urls, where its file is here."""
+        from util.zoo import available_models, describe, get_entry
+
+        names = available_models("detector")
+        return [describe(get_entry(n)) for n in names] if details else names
+
     # ------------------------------------------------------------------ running
     @torch.no_grad()
     def __call__(self, images: Union[ImageInput, Sequence[ImageInput]], threshold: float = 0.3,
@@ -210,16 +237,22 @@ class TrainedModel:
 def load_trained_model(checkpoint: str, config: Optional[str] = None, options: Optional[Mapping[str, Any]] = None,
                        device: Union[str, torch.device] = "cpu", use_ema: bool = False,
                        trust_checkpoint: bool = False) -> TrainedModel:
-    """Rebuild the model a checkpoint records (or `config` names), load its weights strictly (detrex
-    files converted on load) and set its post-processor to report the dataset's category ids. The
-    class names the checkpoint records are kept even when `config` gives the other settings.
+    """Rebuild the model a checkpoint (a file, URL or released model's name) records (or `config`
+    names), load its weights strictly (detrex files converted on load) and set its post-processor to
+    report the dataset's category ids. The class names the checkpoint records are kept even when
+    `config` gives the other settings.
     Errors for people: util.checkpoint.CheckpointError, util.slconfig.ConfigError."""
     from models import build_model
     from models.dino.checkpoint_layouts import in_project_layout
     from util.checkpoint import CheckpointError, load_checkpoint, load_model_weights
     from util.run_config import args_for_checkpoint, recorded_settings
     from util.slconfig import parse_option_value
+    from util.zoo import detector_config, zoo_model
 
+    entry = zoo_model(checkpoint)  # a released model's name: its config and preset options
+    if entry is not None:
+        config = config or detector_config(entry)
+        options = {**entry.options, **(options or {})}
     # "k": "v" strings read as on the command line (--options k=v), other values as given
     options = {k: parse_option_value(v) if isinstance(v, str) else v for k, v in (options or {}).items()}
     ckpt = load_checkpoint(checkpoint, "checkpoint", trust=trust_checkpoint)

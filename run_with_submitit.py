@@ -170,7 +170,8 @@ def submit(args: argparse.Namespace):
         args.output_dir = str(Path(args.output_dir).absolute())
     if args.coco_path:
         args.coco_path = str(Path(args.coco_path).absolute())
-    args.config_file = str(Path(args.config_file).absolute())
+    if args.config_file:  # (without -c, the tasks take the config of the model --resume names)
+        args.config_file = str(Path(args.config_file).absolute())
     args.command_txt = " ".join(sys.argv)
     executor, num_tasks = build_executor(args)
     if num_tasks > 1:

@@ -61,3 +61,91 @@ def make_targets(boxes_per_image: Sequence[int], num_classes: int = 5, seed: int
 def random_images(sizes: Sequence[Sequence[int]], seed: int = 0) -> List[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(3, h, w, generator=g) for h, w in sizes]
+
+
+# --------------------------------------------------------------------------- a local HTTP server
+class FileServer:
+    """Files served from memory on 127.0.0.1 (a port of its own), for download tests.
+
+    `files`: {url path: bytes}; `faults`: {url path: 'cut' (announce the whole length, send half,
+    close: an interrupted transfer), 'slow' (the bytes in 16 pieces, 50 ms apart), 'hang' (half,
+    then wait until `release()`)}. HEAD and GET answer as the Hugging Face Hub's 'resolve' URLs do
+    (X-Repo-Commit, ETag), so `HF_ENDPOINT=server.url` makes huggingface_hub download from it.
+    `requests` records (method, path) of every request.
+    """
+
+    def __init__(self, files=None, faults=None):
+        import hashlib
+        import http.server
+        import threading
+
+        self.files, self.faults, self.requests = dict(files or {}), dict(faults or {}), []
+        self._release = threading.Event()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _head(self):
+                server.requests.append((self.command, self.path))
+                data = server.files.get(self.path)
+                if data is None:
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "EntryNotFound")  # as the Hub says it
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("ETag", '"%s"' % hashlib.sha256(data).hexdigest())
+                self.send_header("X-Repo-Commit", "0" * 40)
+                self.end_headers()
+                return data
+
+            def do_HEAD(self):
+                self._head()
+
+            def do_GET(self):
+                data = self._head()
+                if data is None:
+                    return
+                fault = server.faults.get(self.path)
+                if fault in ("cut", "hang"):
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    if fault == "hang":
+                        server._release.wait(120)
+                    self.close_connection = True
+                    return
+                pieces = 16 if fault == "slow" else 1
+                step = -(-len(data) // pieces)
+                for start in range(0, len(data), step):
+                    self.wfile.write(data[start:start + step])
+                    self.wfile.flush()
+                    if fault == "slow":
+                        import time
+                        time.sleep(0.05)
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def gets(self, path: str) -> int:
+        """How many GET requests `path` got."""
+        return sum(1 for method, p in self.requests if method == "GET" and p == path)
+
+    def release(self) -> None:
+        self._release.set()
+
+    def __enter__(self) -> "FileServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+        self._server.shutdown()
+        self._server.server_close()

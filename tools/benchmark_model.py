@@ -79,7 +79,10 @@ def parse_args(argv=None):
                              "backbone, interleaved in this process, and print the ratios to float32")
     parser.add_argument("--compare_pytorch_path", action="store_true",
                         help="also time the PyTorch path of the deformable attention (interleaved) and print the ratio")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.config_file:  # (main.py can take a released model's config instead; a benchmark needs one)
+        parser.error("the following arguments are required: -c/--config_file")
+    return args
 
 
 def merge_config(args):

@@ -7,6 +7,10 @@
     python tools/export_onnx.py -c config/DINO/DINO_demo.py --checkpoint demo_output/checkpoint.pth \\
         --output demo_output/dino_demo.onnx --overwrite --size 160 224 --check-sizes 128 160 192 144
 
+A released model by name (`python tools/fetch_weights.py --list`), its config from the model zoo:
+
+    python tools/export_onnx.py --model dino_r50_4scale_12ep --output dino_r50_4scale_12ep.onnx
+
 Run the result without PyTorch (numpy, pillow and onnxruntime only):
 
     python -c "from deploy.onnx_detector import OnnxDetector; import glob; \\
@@ -287,7 +291,10 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config_file", default=None,
                    help="model config (default: the settings the checkpoint records, or config_cfg.py beside it)")
-    p.add_argument("--checkpoint", required=True, help="checkpoint file with 'model' weights (as main.py saves)")
+    p.add_argument("--checkpoint", help="checkpoint file with 'model' weights (as main.py saves)")
+    p.add_argument("--model", help="a released model by name (tools/fetch_weights.py --list), config included")
+    p.add_argument("--weights_dir", "--weights-dir", dest="weights_dir", metavar="DIR",
+                   help="folder of weight files looked in before any download (default: $DINO_WEIGHTS_DIR)")
     p.add_argument("--output", required=True, help="the .onnx file to write")
     p.add_argument("--options", nargs="+", action=DictAction, default={},
                    help="config overrides KEY=VALUE, as used for training")
@@ -311,6 +318,18 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def resolve_model(opt: argparse.Namespace) -> None:
+    """--checkpoint FILE or --model NAME (checked before any work; the name's file comes when the model loads)."""
+    from util.zoo import detector_config, get_entry, use_weights_dir
+
+    if bool(opt.checkpoint) == bool(opt.model):
+        raise ExportError("give --checkpoint FILE or --model NAME (a released model: tools/fetch_weights.py --list)")
+    use_weights_dir(opt.weights_dir)
+    if opt.model:
+        detector_config(get_entry(opt.model))
+        opt.checkpoint = opt.model
+
+
 def run(opt: argparse.Namespace) -> int:
     try:
         import onnx  # noqa: F401
@@ -319,6 +338,7 @@ def run(opt: argparse.Namespace) -> int:
         raise ExportError(f"{exc.name} is not installed; install it with `pip install -r requirements-export.txt`")
     if opt.threads:
         torch.set_num_threads(opt.threads)
+    resolve_model(opt)
     output = check_paths(opt.output, [p for p in (opt.config_file, opt.checkpoint) if p], opt.overwrite)
     model, postprocessor, args = build_model(opt.config_file, opt.options, opt.checkpoint, opt.use_ema,
                                          opt.trust_checkpoint)

@@ -8,6 +8,11 @@ Examples (after `bash scripts/demo.sh`):
     python tools/inference.py --checkpoint demo_output/checkpoint.pth \\
         --images data/synthetic_shapes/val2017/000000000001.jpg --output_dir demo_output/one --threshold 0.5 --nms 0
 
+A released model by name (`python tools/fetch_weights.py --list`; downloaded once, or taken from
+--weights_dir / $DINO_WEIGHTS_DIR), its config from the model zoo:
+
+    python tools/inference.py --model dino_r50_4scale_12ep --images photos/ --output_dir out/
+
 The model's settings and class names are read from the checkpoint (or the
 config_cfg.py of its run); `-c CONFIG [--options k=v ...]` overrides them.
 For every input IMG.ext it writes OUT/IMG_ext.png at the input's resolution
@@ -264,6 +269,9 @@ def get_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", "--resume", dest="checkpoint", help="checkpoint file (main.py's or a released one)")
+    p.add_argument("--model", help="a released model by name (tools/fetch_weights.py --list), config included")
+    p.add_argument("--weights_dir", "--weights-dir", dest="weights_dir", metavar="DIR",
+                   help="folder of weight files looked in before any download (default: $DINO_WEIGHTS_DIR)")
     p.add_argument("--onnx", help="run this exported ONNX model with ONNX Runtime instead of a checkpoint")
     p.add_argument("--images", nargs="+", required=True, help="image or video files and/or folders of them")
     p.add_argument("--output_dir", "--output-dir", dest="output_dir", required=True,
@@ -302,8 +310,14 @@ def check_values(opts) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     """Run the tool; returns the detections written to detections.json."""
     opts = get_parser().parse_args(argv)
-    if bool(opts.checkpoint) == bool(opts.onnx):
-        raise ToolError("give either --checkpoint CKPT or --onnx MODEL.onnx")
+    if sum(bool(x) for x in (opts.checkpoint, opts.onnx, opts.model)) != 1:
+        raise ToolError("give one of --checkpoint CKPT, --model NAME or --onnx MODEL.onnx")
+    if not opts.onnx:  # (the ONNX path never imports torch)
+        from util.zoo import detector_config, get_entry, use_weights_dir
+        use_weights_dir(opts.weights_dir)
+        if opts.model:
+            detector_config(get_entry(opts.model))  # an unknown name or a backbone: one line, before any work
+            opts.checkpoint = opts.model
     check_values(opts)
     inputs = collect_inputs(opts.images)
     outputs = plan_outputs(inputs, opts.output_dir, opts.overwrite)
@@ -318,7 +332,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
         raise ToolError(unexpected_error_line(exc, opts.checkpoint or opts.onnx)[len("error: "):]) from exc
     start = time.time()
     done, skipped = run(detector, inputs, outputs, opts)
-    payload = {"checkpoint": os.path.abspath(opts.checkpoint or opts.onnx), "threshold": opts.threshold,
+    source = opts.model or os.path.abspath(opts.checkpoint or opts.onnx)
+    payload = {"checkpoint": source, "threshold": opts.threshold,
                "nms": opts.nms, "topk": opts.topk,
                "category_names": {str(k): v for k, v in detector.category_names.items()},
                "detections": done, "skipped": skipped}

@@ -26,7 +26,9 @@ def default_device() -> str:
 def get_args_parser() -> argparse.ArgumentParser:
     """The original DINO command line (model settings live in the config file)."""
     parser = argparse.ArgumentParser("DINO training and evaluation", add_help=False)
-    parser.add_argument("--config_file", "-c", type=str, required=True, help="Python config file")
+    parser.add_argument("--config_file", "-c", type=str, default=None,
+                        help="Python config file (optional when --resume or --pretrain_model_path names a released "
+                             "model: its config is used)")
     parser.add_argument("--options", nargs="+", action=DictAction, metavar="KEY=VALUE",
                         help="override config keys, e.g. --options epochs=24 lr_drop=20 data_aug_scales=[512,608]")
 
@@ -78,11 +80,22 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "val sets; `pip install faster-coco-eval`)")
     parser.add_argument("--wandb_project", default=None,
                         help="also log to this Weights & Biases project (needs `pip install wandb`)")
+    parser.add_argument("--weights_dir", default=None, metavar="DIR",
+                        help="folder of weight files looked in before any download (default: $DINO_WEIGHTS_DIR; "
+                             "tools/fetch_weights.py --dir fills one for machines without network)")
     return parser
 
 
 def load_config(args):
-    """The config file merged with the checked --options (ConfigError naming the key otherwise)."""
+    """The config file merged with the checked --options (ConfigError naming the key otherwise).
+    Without -c, the config of the released model --resume / --pretrain_model_path names."""
+    from util.zoo import settings_for_names, use_weights_dir
+
+    use_weights_dir(getattr(args, "weights_dir", None))
+    if not args.config_file:
+        args.config_file, preset = settings_for_names(getattr(args, "resume", None),
+                                                      getattr(args, "pretrain_model_path", None))
+        args.options = {**preset, **(args.options or {})}
     cfg = SLConfig.fromfile(args.config_file)
     options = dict(args.options or {})
     flags = set(vars(args))

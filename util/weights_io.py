@@ -14,10 +14,11 @@ through `read_weights_file`:
   with one line naming it and the file. `trust=True` (`--trust_checkpoint`,
   `trust_checkpoint=True`) is the only way past that, and it runs code from
   the file: for files you trust, to convert them once to safetensors.
-* `http(s)://` URLs: downloaded with torch.hub's downloader (atomic, with
-  progress) into torch.hub's cache, in a folder named after the whole URL, so
-  two URLs whose files share a name never stand for each other; then read as
-  a local file.
+* `http(s)://` URLs and the names of released models (util/zoo.py,
+  config/model_zoo.json): downloaded once through util/downloads.py (torch.hub's
+  downloader and cache, a folder per URL so two URLs whose files share a name
+  never stand for each other; huggingface_hub for Hub files; gdown for Google
+  Drive), checked (complete, sha256) before use; then read as a local file.
 
 `write_safetensors` writes a state dict with JSON metadata, atomically, the format this
 project recommends for sharing fine-tuned models.
@@ -25,14 +26,12 @@ project recommends for sharing fine-tuned models.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
 import re
 import zipfile
 from typing import Any, Dict, List, Mapping, Optional, Tuple
-from urllib.parse import urlparse
 
 import torch
 
@@ -108,27 +107,27 @@ def is_url(path: str) -> bool:
     return str(path).startswith(("http://", "https://"))
 
 
-def url_cache_path(url: str) -> str:
-    """Where a downloaded URL is kept: torch.hub's checkpoints folder, in a subfolder named by the
-    URL's hash (the file keeps its own name, so people can find it)."""
-    name = os.path.basename(urlparse(url).path) or "download"
-    digest = hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
-    return os.path.join(torch.hub.get_dir(), "checkpoints", f"url-{digest}", name)
-
-
 def download(url: str, what: str) -> str:
-    """The local copy of `url` (downloaded once; a partial download is never used)."""
-    dst = url_cache_path(url)
-    if os.path.isfile(dst) and os.path.getsize(dst) > 0:
-        logger.info("%s %s: using the copy downloaded before (%s)", what, url, dst)
-        return dst
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    try:  # writes a temporary file beside dst and renames it into place when complete
-        torch.hub.download_url_to_file(url, dst, progress=True)
-    except Exception as exc:  # noqa: BLE001 - network, HTTP status, disk: one line for a person
-        raise CheckpointError(f"{what} {url}: download failed ({_first_line(exc)}). Download the file yourself "
-                              f"and pass its local path.") from None
-    return dst
+    """The local copy of `url` (downloaded once, checked before use; util/downloads.py)."""
+    from util.downloads import DownloadError
+    from util.zoo import ZooError, fetch_url
+
+    try:
+        return fetch_url(url)
+    except (DownloadError, ZooError) as exc:
+        raise CheckpointError(f"{what} {exc}") from None
+
+
+def zoo_file(name: str, what: str) -> Optional[str]:
+    """The local file of a released model given by name (util/zoo.py), or None when `name` is none."""
+    from util.downloads import DownloadError
+    from util.zoo import ZooError, fetch, zoo_model
+
+    try:
+        entry = zoo_model(name)
+        return fetch(entry) if entry is not None else None
+    except (DownloadError, ZooError) as exc:
+        raise CheckpointError(f"{what} {exc}") from None
 
 
 def file_kind(path: str) -> str:
@@ -190,13 +189,19 @@ def read_weights_file(path: str, what: str = "checkpoint", *, trust: bool = Fals
     path = os.path.expanduser(str(path))
     if is_url(path):
         return _read_local(download(path, what), what, trust, shown=path)
+    local = None if os.path.exists(path) else zoo_file(path, what)
+    if local:
+        return _read_local(local, what, trust, shown=path)
     return _read_local(path, what, trust, shown=path)
 
 
 def _read_local(path: str, what: str, trust: bool, shown: str) -> Any:
     if not os.path.exists(path):
+        from util.zoo import close_names
+        close = close_names(shown)
+        named = f" or a released model's name (did you mean {' or '.join(close)}?)" if close else ""
         raise CheckpointError(f"{what} {shown}: file does not exist. Check the path (it is relative to "
-                              f"{os.getcwd()}).")
+                              f"{os.getcwd()}){named}.")
     if os.path.isdir(path):
         hint = os.path.join(path, "checkpoint.pth")
         extra = f" (e.g. {hint})" if os.path.exists(hint) else ""
@@ -209,7 +214,7 @@ def _read_local(path: str, what: str, trust: bool, shown: str) -> Any:
     try:
         return _load_pickled(path, what, trust)
     except CheckpointError as exc:
-        if shown != path:  # a downloaded URL: name the URL, then where its copy lies
+        if shown != path:  # a download or a model name: name it, then where its copy lies
             raise type(exc)(str(exc).replace(f"{what} {path}", f"{what} {shown} (downloaded to {path})", 1)) \
                 from None
         raise

@@ -20,11 +20,12 @@ _CONTAINER_KEYS = ("model", "state_dict", "module", "model_ema", "teacher")
 
 
 def read_checkpoint(path: str, trust: bool = False) -> StateDict:
-    """The tensor dict inside a checkpoint file, whatever its container; read as data (nothing in
-    the file runs unless `trust`: util/weights_io.py)."""
+    """The tensor dict inside a checkpoint file (or a released file's name: util/zoo.py), whatever its
+    container; read as data (nothing in the file runs unless `trust`: util/weights_io.py)."""
     from util.weights_io import read_weights_file
+    from util.zoo import zoo_model
 
-    if not os.path.isfile(path):
+    if not os.path.isfile(path) and zoo_model(path) is None:  # a released file's name is fetched by the reader
         raise FileNotFoundError(f"pretrained backbone file not found: {path}")
     obj = read_weights_file(path, "pretrained backbone file", trust=trust)
     for key in _CONTAINER_KEYS:
