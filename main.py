@@ -247,6 +247,11 @@ def load_run_weights(args, run: Run, logger):
     return checkpoint, resume_path
 
 
+def shown_path(source: str) -> str:
+    """How a run names the checkpoint it read: a file's absolute path; a model name or URL as given."""
+    return os.path.abspath(source) if os.path.exists(source) else source
+
+
 def resume_from(resume_path: str, how: str, args, model_without_ddp, ema_m, optimizer, lr_scheduler, scaler,
                 best_holder, training: bool, logger):
     """Load a checkpoint to continue from (`how`: '--resume' or 'auto-resume'): the weights, the EMA
@@ -261,7 +266,7 @@ def resume_from(resume_path: str, how: str, args, model_without_ddp, ema_m, opti
     checkpoint = load_checkpoint_for(args, resume_path, "--resume", trust=args.trust_checkpoint)
     load_model_weights(model_without_ddp, checkpoint["model"], resume_path, "--resume", strict=True, log=logger)
     ckpt_epoch = checkpoint.get("epoch")
-    logger.info("Loaded checkpoint %s (%s%s)", os.path.abspath(resume_path), how,
+    logger.info("Loaded checkpoint %s (%s%s)", shown_path(resume_path), how,
                 f", epoch {ckpt_epoch}" if isinstance(ckpt_epoch, int) else "")
     if ema_m is not None:
         if isinstance(checkpoint.get("ema_model"), dict):
@@ -304,7 +309,7 @@ def load_pretrained(args, model_without_ddp, ema_m, training: bool, logger):
         transfer_classes(model_without_ddp, pre, args.pretrain_model_path, args.finetune_class_map,
                          getattr(args, "category_names", None) or {},
                          bool(getattr(args, "contiguous_category_ids", False)), log=logger)
-    logger.info("Loaded weights from %s (--pretrain_model_path)", os.path.abspath(args.pretrain_model_path))
+    logger.info("Loaded weights from %s (--pretrain_model_path)", shown_path(args.pretrain_model_path))
     if ema_m is not None:
         ema_m = ModelEma(model_without_ddp, args.ema_decay)
     return ema_m
@@ -349,7 +354,7 @@ def evaluate_only(args, run: Run, logger, checkpoint: Optional[dict], resume_pat
     if args.output_dir and utils.is_main_process():
         from util.hooks import append_log_line
         entry = {f"test_{k}": v for k, v in test_stats.items()}
-        entry.update({"mode": "eval", "checkpoint": os.path.abspath(resume_path) if resume_path else None,
+        entry.update({"mode": "eval", "checkpoint": shown_path(resume_path) if resume_path else None,
                       "checkpoint_epoch": checkpoint.get("epoch") if checkpoint else None,
                       "now_time": str(datetime.datetime.now())})
         append_log_line(os.path.join(args.output_dir, "log.txt"), entry)
