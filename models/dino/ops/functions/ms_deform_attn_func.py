@@ -101,16 +101,22 @@ def ms_deform_attn_core_pytorch(value, value_spatial_shapes, sampling_locations,
 
 
 def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
-                   attention_weights, im2col_step=64):
+                   attention_weights, im2col_step=64, level_shapes=None):
     """Dispatch to the compiled op, the grid_sample or the gather-based PyTorch path
     (see ``models.dino.ops.backend``; the gather path while exporting).
 
     Inputs of other dtypes (float16, bfloat16, mixed) are computed in float32
     (float64 if any input is float64); the result has ``value``'s dtype.
+
+    ``level_shapes``: optionally the (H, W) of ``spatial_shapes`` as Python (or symbolic)
+    ints, e.g. from the feature maps' shapes. The grid_sample path needs the sizes as ints:
+    without them it reads ``spatial_shapes`` (``.tolist()``), which is a device sync on a GPU
+    and data-dependent under torch.compile (a graph break) or FakeTensorMode (an error).
     """
     _check_im2col_step(im2col_step)
     path = _ext.backend(value.device)
-    _ext.announce(value.device.type, path)
+    if not torch.compiler.is_compiling():  # logging inside a traced graph is a graph break
+        _ext.announce(value.device.type, path)
 
     out_dtype = value.dtype
     compute = torch.promote_types(torch.promote_types(value.dtype, sampling_locations.dtype),
@@ -122,8 +128,8 @@ def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
     attention_weights = attention_weights.to(compute)
 
     if path == "pytorch":
-        output = ms_deform_attn_core_pytorch(value, spatial_shapes, sampling_locations,
-                                             attention_weights)
+        output = ms_deform_attn_core_pytorch(value, spatial_shapes if level_shapes is None else level_shapes,
+                                             sampling_locations, attention_weights)
     elif path == "gather":
         output = ms_deform_attn_core_gather(value, spatial_shapes, level_start_index,
                                             sampling_locations, attention_weights)
