@@ -4,11 +4,11 @@
 #   1. build the deformable-attention op with its CUDA kernels (in place, as build_ext --inplace)
 #   2. its CUDA tests: CUDA kernel vs the CPU kernel and the PyTorch path, gradcheck, input checks,
 #      torch.library.opcheck of torch.ops.dino.ms_deform_attn(_backward) on CUDA tensors
-#   2b. torch.compile (inductor) of a tiny DINO on CUDA equals eager at two image sizes, one compile
-#   3. DINO-R50-4scale training steps (forward, loss, backward, fused AdamW) with float16 AMP
+#   3. torch.compile (inductor) of a tiny DINO on CUDA equals eager at two image sizes, one compile
+#   4. DINO-R50-4scale training steps (forward, loss, backward, fused AdamW) with float16 AMP
 #      (GradScaler) and with bfloat16 autocast: the loss must stay finite
-#   4. the tiny training pipeline (1 epoch + COCO eval) under a 1-GPU torchrun (NCCL)
-#   5. benchmarks: the op (CUDA kernel vs PyTorch path) and the whole model (both paths)
+#   5. the tiny training pipeline (1 epoch + COCO eval) under a 1-GPU torchrun (NCCL)
+#   6. benchmarks: the op (CUDA kernel vs PyTorch path) and the whole model (both paths)
 #
 #   bash scripts/check_gpu.sh                  # logs in check_gpu_logs/ (or CHECK_GPU_LOGS=dir)
 #   PY=python TORCH_CUDA_ARCH_LIST="9.0" bash scripts/check_gpu.sh
