@@ -2,11 +2,13 @@
 # GPU checks, on a machine with an NVIDIA GPU (one is enough); one summary line per check,
 # exit status 1 if any check fails, 2 if there is no GPU to check on.
 #   1. build the deformable-attention op with its CUDA kernels (in place, as build_ext --inplace)
-#   2. its CUDA tests: CUDA kernel vs the CPU kernel and the PyTorch path, gradcheck, input checks
-#   3. DINO-R50-4scale training steps (forward, loss, backward, fused AdamW) with float16 AMP
+#   2. its CUDA tests: CUDA kernel vs the CPU kernel and the PyTorch path, gradcheck, input checks,
+#      torch.library.opcheck of torch.ops.dino.ms_deform_attn(_backward) on CUDA tensors
+#   3. torch.compile (inductor) of a tiny DINO on CUDA equals eager at two image sizes, one compile
+#   4. DINO-R50-4scale training steps (forward, loss, backward, fused AdamW) with float16 AMP
 #      (GradScaler) and with bfloat16 autocast: the loss must stay finite
-#   4. the tiny training pipeline (1 epoch + COCO eval) under a 1-GPU torchrun (NCCL)
-#   5. benchmarks: the op (CUDA kernel vs PyTorch path) and the whole model (both paths)
+#   5. the tiny training pipeline (1 epoch + COCO eval) under a 1-GPU torchrun (NCCL)
+#   6. benchmarks: the op (CUDA kernel vs PyTorch path) and the whole model (both paths)
 #
 #   bash scripts/check_gpu.sh                  # logs in check_gpu_logs/ (or CHECK_GPU_LOGS=dir)
 #   PY=python TORCH_CUDA_ARCH_LIST="9.0" bash scripts/check_gpu.sh
@@ -69,12 +71,23 @@ cuda_tests() {
     # -rs lists skips: a skip here means a CUDA test did not run, which counts as a failure
     local out="$LOGS/cuda_tests.pytest.txt" rc
     "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_ms_deform_attn.py tests/test_ms_deform_attn_cuda.py \
-        -k "cuda" >"$out" 2>&1
+        tests/test_ms_deform_attn_opcheck.py -k "cuda" >"$out" 2>&1
     rc=$?
     cat "$out"
     [ "$rc" -eq 0 ] || return 1
     if grep -q " skipped" "$out"; then echo "some CUDA tests were skipped (listed above)"; return 1; fi
     "$PY" models/dino/ops/test.py
+}
+
+compile_vs_eager() {
+    # the CPU suite runs this test with aot_eager (inductor takes minutes on 2 cores); here inductor on CUDA
+    local out="$LOGS/compile_vs_eager.pytest.txt" rc
+    DINO_COMPILE_TEST_BACKEND=inductor DINO_COMPILE_TEST_DEVICE=cuda \
+        "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_compile_model.py >"$out" 2>&1
+    rc=$?
+    cat "$out"
+    [ "$rc" -eq 0 ] || return 1
+    if grep -q " skipped" "$out"; then echo "the compile test was skipped (listed above)"; return 1; fi
 }
 
 train_steps() {  # $1: float16 | bfloat16
@@ -101,6 +114,7 @@ torchrun_pipeline() {
 
 check "build op with CUDA" build.log build_op
 check "CUDA op tests" cuda_tests.log cuda_tests
+check "torch.compile (inductor) vs eager, CUDA" compile.log compile_vs_eager
 check "train R50 float16 AMP" train_fp16.log train_steps float16
 check "train R50 bfloat16" train_bf16.log train_steps bfloat16
 check "tiny pipeline, torchrun NCCL" torchrun.log torchrun_pipeline

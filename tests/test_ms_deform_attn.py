@@ -14,6 +14,7 @@ import torch
 from models.dino.ops import _ext
 from models.dino.ops import backend
 from models.dino.ops.functions import MSDeformAttnFunction, ms_deform_attn, ms_deform_attn_core_pytorch
+from models.dino.ops.functions import ms_deform_attn_func
 from models.dino.ops.modules import MSDeformAttn
 
 EXT = _ext.get_extension()
@@ -254,12 +255,19 @@ def test_empty_queries():
 @needs_ext
 def test_invalid_inputs_raise():
     value, shapes, level_start, loc, attn = make_inputs(dtype=torch.float32)
+    op = torch.ops.dino.ms_deform_attn
     with pytest.raises(RuntimeError, match="same dtype"):
-        EXT.ms_deform_attn_forward(value, shapes, level_start, loc.double(), attn, 64)
+        op(value, shapes, level_start, loc.double(), attn)
     with pytest.raises(RuntimeError, match="does not fit"):
-        EXT.ms_deform_attn_forward(value[:, :5].contiguous(), shapes, level_start, loc, attn, 64)
+        op(value[:, :5].contiguous(), shapes, level_start, loc, attn)
     with pytest.raises(RuntimeError, match="float32 or float64"):
-        EXT.ms_deform_attn_forward(value.half(), shapes, level_start, loc.half(), attn.half(), 64)
+        op(value.half(), shapes, level_start, loc.half(), attn.half())
+    grad_out = torch.ones(2, 5, 8)
+    with pytest.raises(RuntimeError, match="grad_output must be"):
+        torch.ops.dino.ms_deform_attn_backward(value, shapes, level_start, loc, attn, grad_out[:, :4])
+    for step in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="im2col_step"):
+            MSDeformAttnFunction.apply(value, shapes, level_start, loc, attn, step)
 
 
 # --------------------------------------------------------------------------- module
@@ -341,8 +349,8 @@ def test_module_compiled_matches_pytorch_path(monkeypatch, ref_dim):
 def test_module_uses_compiled_op_by_default(monkeypatch):
     assert backend("cpu") == "compiled-cpu"
     calls = []
-    original = MSDeformAttnFunction.apply
-    monkeypatch.setattr(MSDeformAttnFunction, "apply", lambda *a: calls.append(1) or original(*a))
+    original = ms_deform_attn_func.ms_deform_attn_compiled
+    monkeypatch.setattr(ms_deform_attn_func, "ms_deform_attn_compiled", lambda *a: calls.append(1) or original(*a))
     _make_module()(*_module_inputs()[:5])
     assert calls
 
@@ -354,7 +362,7 @@ def test_module_falls_back_to_pytorch_when_forced(monkeypatch):
     def fail(*args):
         raise AssertionError("compiled op used although DINO_MSDA_BACKEND=pytorch")
 
-    monkeypatch.setattr(MSDeformAttnFunction, "apply", fail)
+    monkeypatch.setattr(ms_deform_attn_func, "ms_deform_attn_compiled", fail)
     out = _make_module()(*_module_inputs())
     assert out.shape == (2, 11, 64)
 

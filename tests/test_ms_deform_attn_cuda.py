@@ -7,7 +7,7 @@ scatter (atomicAdd, a compare-and-swap loop for float64 below sm_60) gives the C
 import pytest
 import torch
 
-from test_ms_deform_attn import EXT, make_inputs, needs_cuda, needs_ext
+from test_ms_deform_attn import make_inputs, needs_cuda, needs_ext
 
 BAD_LEVELS = {
     "level larger than value": ((6, 4), (4, 2)),
@@ -19,8 +19,8 @@ def _ops(inputs):
     value, shapes, level_start, loc, attn = inputs
     grad_out = torch.ones(value.shape[0], loc.shape[1], value.shape[2] * value.shape[3],
                           dtype=value.dtype, device=value.device)
-    yield lambda: EXT.ms_deform_attn_forward(value, shapes, level_start, loc, attn, 64)
-    yield lambda: EXT.ms_deform_attn_backward(value, shapes, level_start, loc, attn, grad_out, 64)
+    yield lambda: torch.ops.dino.ms_deform_attn(value, shapes, level_start, loc, attn)
+    yield lambda: torch.ops.dino.ms_deform_attn_backward(value, shapes, level_start, loc, attn, grad_out)
 
 
 @needs_ext
@@ -51,8 +51,8 @@ def test_cuda_backward_scatter_matches_cpu_kernel(dtype):
     cpu = make_inputs(N=2, Lq=400, M=2, D=33, shapes=((3, 3), (1, 2)), P=4, dtype=dtype)
     cuda = [t.cuda() for t in cpu]
     g = torch.randn(2, 400, 66, generator=torch.Generator().manual_seed(3), dtype=dtype)
-    ref = EXT.ms_deform_attn_backward(*cpu, g, 64)
-    got = EXT.ms_deform_attn_backward(*cuda, g.cuda(), 64)
+    ref = torch.ops.dino.ms_deform_attn_backward(*cpu, g)
+    got = torch.ops.dino.ms_deform_attn_backward(*cuda, g.cuda())
     tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
     for name, a, b in zip(("value", "sampling_loc", "attn_weight"), ref, got):
         torch.testing.assert_close(b.cpu(), a, msg=lambda m: f"grad {name}: {m}", **tol)

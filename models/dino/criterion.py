@@ -93,10 +93,12 @@ class SetCriterion(nn.Module):
     # ------------------------------------------------------------- forward
     def num_target_boxes(self, targets, device) -> float:
         """Targets per process (averaged over processes), at least 1."""
-        n = torch.as_tensor([float(sum(len(t["labels"]) for t in targets))], device=device)
-        if is_dist_avail_and_initialized():
-            torch.distributed.all_reduce(n)
-        return torch.clamp(n / get_world_size(), min=1).item()
+        n = float(sum(len(t["labels"]) for t in targets))
+        if not is_dist_avail_and_initialized():
+            return max(n, 1.0)  # known on the host: no device tensor and no .item() (a GPU sync)
+        total = torch.as_tensor([n], device=device)
+        torch.distributed.all_reduce(total)
+        return torch.clamp(total / get_world_size(), min=1).item()
 
     def forward(self, outputs: Dict, targets: Sequence[Dict[str, Tensor]]) -> Dict[str, Tensor]:
         device = outputs["pred_logits"].device

@@ -40,8 +40,10 @@ class DeformableEncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
 
     def forward(self, src: Tensor, pos: Tensor, reference_points: Tensor, spatial_shapes: Tensor,
-                level_start_index: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
-        attn = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask)
+                level_start_index: Tensor, padding_mask: Optional[Tensor],
+                level_shapes: Optional[LevelShapes] = None) -> Tensor:
+        attn = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask,
+                              level_shapes)
         src = self.norm1(src + self.dropout1(attn))
         ffn = linear(self.dropout2(linear(src, self.linear1, self.activation)), self.linear2)
         return self.norm2(src + self.dropout3(ffn))
@@ -76,7 +78,7 @@ class DeformableEncoder(nn.Module):
         reference_points = self.reference_points(spatial_shapes if level_shapes is None else level_shapes,
                                                  valid_ratios, src.device)
         for layer in self.layers:
-            src = layer(src, pos, reference_points, spatial_shapes, level_start_index, padding_mask)
+            src = layer(src, pos, reference_points, spatial_shapes, level_start_index, padding_mask, level_shapes)
         return src
 
 
@@ -103,11 +105,11 @@ class DeformableDecoderLayer(nn.Module):
 
     def forward(self, tgt: Tensor, query_pos: Tensor, reference_points: Tensor, memory: Tensor,
                 memory_padding_mask: Optional[Tensor], level_start_index: Tensor, spatial_shapes: Tensor,
-                self_attn_mask: Optional[Tensor] = None) -> Tensor:
+                self_attn_mask: Optional[Tensor] = None, level_shapes: Optional[LevelShapes] = None) -> Tensor:
         q = k = tgt + query_pos
         tgt = self.norm2(tgt + self.dropout2(self.self_attn(q, k, tgt, attn_mask=self_attn_mask, need_weights=False)[0]))
         attn = self.cross_attn(tgt + query_pos, reference_points, memory, spatial_shapes, level_start_index,
-                               memory_padding_mask)
+                               memory_padding_mask, level_shapes)
         tgt = self.norm1(tgt + self.dropout1(attn))
         ffn = linear(self.dropout3(linear(tgt, self.linear1, self.activation)), self.linear2)
         return self.norm3(tgt + self.dropout4(ffn))
@@ -137,7 +139,8 @@ class DeformableDecoder(nn.Module):
 
     def forward(self, tgt: Tensor, memory: Tensor, memory_padding_mask: Tensor, refpoints_unsigmoid: Tensor,
                 level_start_index: Tensor, spatial_shapes: Tensor, valid_ratios: Tensor,
-                self_attn_mask: Optional[Tensor] = None) -> Tuple[List[Tensor], List[Tensor]]:
+                self_attn_mask: Optional[Tensor] = None,
+                level_shapes: Optional[LevelShapes] = None) -> Tuple[List[Tensor], List[Tensor]]:
         output = tgt
         reference_points = refpoints_unsigmoid.sigmoid()
         intermediate, references = [], [reference_points]
@@ -146,7 +149,7 @@ class DeformableDecoder(nn.Module):
             reference_input = reference_points[:, :, None] * ratios  # B, Q, levels, 4
             query_pos = self.ref_point_head(sine_embed_boxes(reference_input[:, :, 0, :], self.d_model))
             output = layer(output, query_pos, reference_input, memory, memory_padding_mask, level_start_index,
-                           spatial_shapes, self_attn_mask)
+                           spatial_shapes, self_attn_mask, level_shapes)
             refined = (self.bbox_embed[layer_id](output) + inverse_sigmoid(reference_points)).sigmoid()
             reference_points = refined.detach()
             references.append(reference_points if self.use_detached_boxes_dec_out else refined)
@@ -211,8 +214,13 @@ class DeformableTransformer(nn.Module):
             flat_src.append(src.flatten(2).transpose(1, 2))
             flat_mask.append(mask.flatten(1))
             flat_pos.append(pos.flatten(2).transpose(1, 2) + self.level_embed[level].view(1, 1, -1))
-        # from the shapes as a tensor op (not from Python ints), so a traced graph keeps them dynamic
-        spatial_shapes = torch.stack([torch._shape_as_tensor(src)[-2:] for src in srcs]).to(srcs[0].device)
+        if torch.jit.is_tracing():
+            # ONNX export (a torch.jit trace): from the shapes as a tensor op, not from Python ints, which
+            # the trace would freeze as constants, so the exported graph keeps the image size dynamic
+            spatial_shapes = torch.stack([torch._shape_as_tensor(src)[-2:] for src in srcs]).to(srcs[0].device)
+        else:
+            # eager and torch.compile / torch.export (dynamo): the sizes are Python or symbolic ints
+            spatial_shapes = torch.tensor([src.shape[-2:] for src in srcs], dtype=torch.long, device=srcs[0].device)
         level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
         return torch.cat(flat_src, 1), torch.cat(flat_mask, 1), torch.cat(flat_pos, 1), spatial_shapes, level_start_index
 
@@ -252,8 +260,13 @@ class DeformableTransformer(nn.Module):
         valid_ratios = torch.stack([self.valid_ratio(m) for m in masks], 1)
         # level sizes from the feature maps, not from spatial_shapes' values: an exported graph keeps them dynamic
         level_shapes = [tuple(s.shape[-2:]) for s in srcs]
-        # no padding anywhere (a single image, a batch of one size): the attention need not mask anything
-        padding_mask = mask_flatten if is_exporting() or bool(mask_flatten.any()) else None
+        # no padding anywhere (a single image, a batch of one size): the attention need not mask anything.
+        # Asking costs a device sync on a GPU and is data-dependent control flow (a graph break) in a
+        # traced graph, so only eager CPU runs ask; elsewhere the mask is applied (all False: no change).
+        if mask_flatten.device.type == "cpu" and not (is_exporting() or torch.compiler.is_compiling()):
+            padding_mask = mask_flatten if bool(mask_flatten.any()) else None
+        else:
+            padding_mask = mask_flatten
         memory = self.encoder(src, pos, spatial_shapes, level_start_index, valid_ratios, padding_mask, level_shapes)
 
         boxes_undetached, content_undetached, init_box_proposal = self.select_queries(memory, mask_flatten,
@@ -269,7 +282,7 @@ class DeformableTransformer(nn.Module):
             query_content = torch.cat([tgt, query_content], 1)
 
         hs, references = self.decoder(query_content, memory, padding_mask, query_boxes, level_start_index,
-                                      spatial_shapes, valid_ratios, attn_mask)
+                                      spatial_shapes, valid_ratios, attn_mask, level_shapes)
         hs_enc = content_undetached.unsqueeze(0)
         ref_enc = boxes_undetached.sigmoid().unsqueeze(0)
         return hs, references, hs_enc, ref_enc, init_box_proposal

@@ -56,8 +56,8 @@ def _noisy_boxes(boxes: Tensor, negative: Tensor, box_noise_scale: float) -> Ten
     xyxy = torch.cat([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2], -1)
     half_sizes = boxes[:, 2:].repeat(1, 2) / 2
     sign = torch.randint_like(boxes, low=0, high=2, dtype=torch.float32) * 2.0 - 1.0
-    magnitude = torch.rand_like(boxes)
-    magnitude[negative] += 1.0
+    # + 1 on the negatives' rows (an add, not a boolean-mask index: no data-dependent shape to trace)
+    magnitude = torch.rand_like(boxes) + negative.unsqueeze(-1)
     xyxy = (xyxy + magnitude * sign * half_sizes * box_noise_scale).clamp(min=0.0, max=1.0)
     return torch.cat([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], -1)
 

@@ -10,8 +10,8 @@ the matrix multiplication, in float32 or in native bfloat16.
 
 `linear(x, layer, activation)` takes that path only where it gives the same
 result as `layer(x)` and nothing else is needed: CPU tensors, no gradient to
-record, float32 or bfloat16 (autocast's bfloat16 included), not while exporting
-or tracing, a build with oneDNN. Everywhere else it is `layer(x)` (+ activation).
+record, float32 or bfloat16 (autocast's bfloat16 included), not while exporting,
+tracing or compiling (torch.compile: inductor fuses on its own), a build with oneDNN. Everywhere else it is `layer(x)` (+ activation).
 `DINO_FUSED_LINEAR=0` turns the fused path off (for comparisons).
 """
 from __future__ import annotations
@@ -55,6 +55,8 @@ def _pointwise_kernel() -> Optional[Callable]:
 def _fused_dtype(x: Tensor, layer: nn.Linear) -> Optional[torch.dtype]:
     """The dtype the fused kernel would compute in for this call, or None when it must not run."""
     if not _enabled or x.device.type != "cpu" or layer.bias is None or layer.weight.dtype != torch.float32:
+        return None
+    if torch.compiler.is_compiling():  # torch.compile fuses by itself (and cannot trace the kernel probe)
         return None
     if torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad or layer.bias.requires_grad):
         return None

@@ -58,15 +58,16 @@ class PostProcess(nn.Module):
             boxes = torch.cat([boxes[..., :2], boxes[..., 2:] - boxes[..., :2]], -1)
         boxes = torch.gather(boxes, 1, query_index.unsqueeze(-1).repeat(1, 1, 4))
         img_h, img_w = target_sizes.to(boxes.dtype).unbind(1)
-        boxes = boxes * torch.stack([img_w, img_h, img_w, img_h], dim=1)[:, None, :]
+        # the image sizes stay tensors (no .tolist(): a device sync on a GPU, data-dependent when traced)
+        limits = torch.stack([img_w, img_h, img_w, img_h], dim=1)
+        boxes = boxes * limits[:, None, :]
 
         results = []
-        for i, (s, l, b, (h, w)) in enumerate(zip(scores, labels, boxes, target_sizes.tolist())):
+        for i, (s, l, b) in enumerate(zip(scores, labels, boxes)):
             if known is not None:
                 s, l, b = s[known[i]], l[known[i]], b[known[i]]
             if self.clip_boxes and not (test or not_to_xyxy):  # clipping applies to xyxy boxes
-                b = torch.stack([b[:, 0].clamp(0, w), b[:, 1].clamp(0, h), b[:, 2].clamp(0, w),
-                                 b[:, 3].clamp(0, h)], dim=1)
+                b = torch.minimum(b.clamp(min=0), limits[i])
                 keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
                 s, l, b = s[keep], l[keep], b[keep]
             if self.nms_iou_threshold > 0:

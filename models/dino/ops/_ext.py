@@ -1,5 +1,6 @@
-"""Locating the compiled ``MultiScaleDeformableAttention`` extension and
-choosing the execution path of the multi-scale deformable attention op.
+"""Loading the compiled ``MultiScaleDeformableAttention`` extension, which registers the
+operators ``torch.ops.dino.ms_deform_attn`` and ``torch.ops.dino.ms_deform_attn_backward``,
+and choosing the execution path of the multi-scale deformable attention op.
 
 The extension is looked up, in this order:
 
@@ -8,6 +9,12 @@ The extension is looked up, in this order:
    rebuilt checkout is never shadowed by an older installed copy;
 2. ``import MultiScaleDeformableAttention`` (after ``pip install ./models/dino/ops``
    or ``python setup.py build install``).
+
+Loading it registers the operators' schemas and CPU/CUDA kernels with PyTorch's
+dispatcher; :func:`get_extension` then adds their fake kernels and autograd formula
+(``_library.register``). An extension that cannot be loaded (missing, built against
+another PyTorch, an older build without the operators) is reported by
+:func:`extension_error` and every device takes the PyTorch path (logged once).
 
 The environment variable ``DINO_MSDA_BACKEND`` selects the path:
 
@@ -50,8 +57,36 @@ def _load_inplace_build():
     return None
 
 
+def _version_tuple(version: str):
+    """(major, minor) of a version string like '2.14.1+cu130'."""
+    parts = version.split("+")[0].split(".")
+    return tuple(int(p) for p in parts[:2] if p.isdigit())
+
+
+def _check_loaded(ext):
+    """Why a loaded module is not a usable extension (None if it is)."""
+    import torch
+
+    from . import _library
+
+    origin = getattr(ext, "__file__", ext)
+    if not hasattr(ext, "torch_version"):
+        return (f"{origin} is an older build of the extension without the torch.ops.dino operators "
+                "(rebuild it)")
+    built, running = ext.torch_version(), torch.__version__
+    if _version_tuple(built) != _version_tuple(running):
+        return f"{origin} was built against torch {built}, this is torch {running} (rebuild it)"
+    if not _library.has_kernel("cpu"):
+        return f"{origin} did not register torch.ops.dino.ms_deform_attn"
+    return None
+
+
 def get_extension():
-    """Return the compiled extension module, or ``None`` if it cannot be loaded."""
+    """Return the compiled extension module, or ``None`` if it cannot be loaded.
+
+    Once it has loaded, ``torch.ops.dino.ms_deform_attn`` and
+    ``torch.ops.dino.ms_deform_attn_backward`` are registered with their fake kernels
+    and autograd formula."""
     if not _state["loaded"]:
         _state["loaded"] = True
         import torch  # noqa: F401  (the extension needs libtorch loaded first)
@@ -61,19 +96,30 @@ def get_extension():
             ext = _load_inplace_build()
             if ext is None:
                 errors.append(f"no in-place build in {_HERE}")
-        except ImportError as exc:  # e.g. built against another torch
+        except ImportError as exc:  # e.g. built against another torch (undefined symbols)
             errors.append(f"in-place build: {exc}")
         if ext is None:
             try:
                 import MultiScaleDeformableAttention as ext  # type: ignore
             except ImportError as exc:  # not installed, or an ABI mismatch
                 errors.append(f"import {EXT_NAME}: {exc}")
-        if ext is not None and not hasattr(ext, "ms_deform_attn_forward"):
-            errors.append(f"{getattr(ext, '__file__', ext)} is not the expected extension")
-            ext = None
+        if ext is not None:
+            problem = _check_loaded(ext)
+            if problem is None:
+                from . import _library
+
+                try:
+                    _library.register()
+                except RuntimeError as exc:  # e.g. another copy registered these operators differently
+                    problem = f"registering the fake kernels and autograd of torch.ops.dino.ms_deform_attn: {exc}"
+            if problem is not None:
+                errors.append(problem)
+                ext = None
         _state["ext"] = ext
         _state["error"] = "; ".join(errors) if ext is None else None
         _state["origin"] = getattr(ext, "__file__", None) if ext is not None else None
+        if ext is None:
+            logger.debug("MultiScaleDeformableAttention extension not used: %s", _state["error"])
     return _state["ext"]
 
 
@@ -84,8 +130,11 @@ def extension_error():
 
 
 def compiled_with_cuda():
-    ext = get_extension()
-    return bool(ext is not None and hasattr(ext, "with_cuda") and ext.with_cuda())
+    """True if the loaded extension registered a CUDA kernel of torch.ops.dino.ms_deform_attn
+    with the dispatcher (built with CUDA); no GPU is needed to tell."""
+    from . import _library
+
+    return get_extension() is not None and _library.has_kernel("cuda")
 
 
 def backend_mode():

@@ -1,5 +1,5 @@
-"""Multi-scale deformable attention: autograd function around the compiled op,
-the reference PyTorch implementation, and a dispatcher between the two.
+"""Multi-scale deformable attention: the compiled operator ``torch.ops.dino.ms_deform_attn``,
+the reference PyTorch implementation, and the dispatcher between them that model code calls.
 
 Shapes (N batch, S = sum_l H_l*W_l, M heads, D channels per head, Lq queries,
 L levels, P points):
@@ -12,10 +12,10 @@ L levels, P points):
 * output              (N, Lq, M * D)
 """
 
+import operator
+
 import torch
 import torch.nn.functional as F
-from torch.autograd import Function
-from torch.autograd.function import once_differentiable
 
 from .. import _ext
 from .ms_deform_attn_gather import ms_deform_attn_core_gather
@@ -34,38 +34,41 @@ def _require_extension():
     return ext
 
 
-class MSDeformAttnFunction(Function):
-    """Compiled multi-scale deformable attention (CPU kernel, CUDA kernel if built).
+def _check_im2col_step(im2col_step) -> None:
+    # kept from the original's signature; the kernels take the whole batch at once
+    try:
+        step = operator.index(im2col_step)
+    except TypeError:
+        step = 0
+    if step <= 0:
+        raise ValueError(f"im2col_step must be a positive integer, got {im2col_step!r}")
 
-    ``value``, ``sampling_locations`` and ``attention_weights`` must share one
-    dtype, float32 or float64 (use :func:`ms_deform_attn` for other dtypes).
+
+def ms_deform_attn_compiled(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    """``torch.ops.dino.ms_deform_attn`` (differentiable: its autograd calls
+    ``torch.ops.dino.ms_deform_attn_backward``). ``value``, ``sampling_locations`` and
+    ``attention_weights`` share one dtype, float32 or float64; any strides;
+    ``spatial_shapes`` and ``level_start_index`` are made int64 on ``value``'s device."""
+    spatial_shapes = spatial_shapes.to(device=value.device, dtype=torch.long)
+    level_start_index = level_start_index.to(device=value.device, dtype=torch.long)
+    return torch.ops.dino.ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
+                                         attention_weights)
+
+
+class MSDeformAttnFunction:
+    """The compiled op under the name of the original's ``torch.autograd.Function``, for
+    callers of ``MSDeformAttnFunction.apply(value, spatial_shapes, level_start_index,
+    sampling_locations, attention_weights, im2col_step)`` (tools/benchmark_msda.py).
+    Autograd now comes from the operator's registration (``_library``); ``im2col_step``
+    is checked and otherwise unused. Same dtype rules as :func:`ms_deform_attn_compiled`.
     """
 
     @staticmethod
-    def forward(ctx, value, spatial_shapes, level_start_index, sampling_locations,
-                attention_weights, im2col_step):
-        ext = _require_extension()
-        value = value.contiguous()
-        spatial_shapes = spatial_shapes.to(device=value.device, dtype=torch.long).contiguous()
-        level_start_index = level_start_index.to(device=value.device, dtype=torch.long).contiguous()
-        sampling_locations = sampling_locations.contiguous()
-        attention_weights = attention_weights.contiguous()
-        ctx.im2col_step = int(im2col_step)
-        output = ext.ms_deform_attn_forward(value, spatial_shapes, level_start_index,
-                                            sampling_locations, attention_weights, ctx.im2col_step)
-        ctx.save_for_backward(value, spatial_shapes, level_start_index, sampling_locations,
-                              attention_weights)
-        return output
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        ext = _require_extension()
-        value, spatial_shapes, level_start_index, sampling_locations, attention_weights = ctx.saved_tensors
-        grad_value, grad_sampling_loc, grad_attn_weight = ext.ms_deform_attn_backward(
-            value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-            grad_output.contiguous(), ctx.im2col_step)
-        return grad_value, None, None, grad_sampling_loc, grad_attn_weight, None
+    def apply(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step):
+        _check_im2col_step(im2col_step)
+        _require_extension()
+        return ms_deform_attn_compiled(value, spatial_shapes, level_start_index, sampling_locations,
+                                       attention_weights)
 
 
 def ms_deform_attn_core_pytorch(value, value_spatial_shapes, sampling_locations, attention_weights):
@@ -98,15 +101,22 @@ def ms_deform_attn_core_pytorch(value, value_spatial_shapes, sampling_locations,
 
 
 def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
-                   attention_weights, im2col_step=64):
+                   attention_weights, im2col_step=64, level_shapes=None):
     """Dispatch to the compiled op, the grid_sample or the gather-based PyTorch path
     (see ``models.dino.ops.backend``; the gather path while exporting).
 
     Inputs of other dtypes (float16, bfloat16, mixed) are computed in float32
     (float64 if any input is float64); the result has ``value``'s dtype.
+
+    ``level_shapes``: optionally the (H, W) of ``spatial_shapes`` as Python (or symbolic)
+    ints, e.g. from the feature maps' shapes. The grid_sample path needs the sizes as ints:
+    without them it reads ``spatial_shapes`` (``.tolist()``), which is a device sync on a GPU
+    and data-dependent under torch.compile (a graph break) or FakeTensorMode (an error).
     """
+    _check_im2col_step(im2col_step)
     path = _ext.backend(value.device)
-    _ext.announce(value.device.type, path)
+    if not torch.compiler.is_compiling():  # logging inside a traced graph is a graph break
+        _ext.announce(value.device.type, path)
 
     out_dtype = value.dtype
     compute = torch.promote_types(torch.promote_types(value.dtype, sampling_locations.dtype),
@@ -118,12 +128,12 @@ def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
     attention_weights = attention_weights.to(compute)
 
     if path == "pytorch":
-        output = ms_deform_attn_core_pytorch(value, spatial_shapes, sampling_locations,
-                                             attention_weights)
+        output = ms_deform_attn_core_pytorch(value, spatial_shapes if level_shapes is None else level_shapes,
+                                             sampling_locations, attention_weights)
     elif path == "gather":
         output = ms_deform_attn_core_gather(value, spatial_shapes, level_start_index,
                                             sampling_locations, attention_weights)
     else:
-        output = MSDeformAttnFunction.apply(value, spatial_shapes, level_start_index,
-                                            sampling_locations, attention_weights, im2col_step)
+        output = ms_deform_attn_compiled(value, spatial_shapes, level_start_index, sampling_locations,
+                                         attention_weights)
     return output.to(out_dtype)

@@ -9,7 +9,7 @@ Parameter names (`sampling_offsets`, `attention_weights`, `value_proj`,
 """
 import math
 import warnings
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.nn.init import constant_, xavier_uniform_
 
 from ...fused_linear import linear
-from .._ext import is_exporting
+from .._ext import get_extension, is_exporting
 from ..functions.ms_deform_attn_func import ms_deform_attn
 
 
@@ -33,7 +33,8 @@ class MSDeformAttn(nn.Module):
         if head_dim & (head_dim - 1):
             warnings.warn(f"MSDeformAttn: {head_dim} channels per head; the CPU and CUDA kernels are fastest "
                           f"with a power of 2")
-        self.im2col_step = 64  # kept for the kernels' signature (they take the whole batch at once)
+        self.im2col_step = 64  # kept from the original (the kernels take the whole batch at once)
+        get_extension()  # load the op now, not inside a torch.compile trace of the first forward
         self.d_model = d_model
         self.n_levels = n_levels
         self.n_heads = n_heads
@@ -65,19 +66,24 @@ class MSDeformAttn(nn.Module):
 
     def forward(self, query: Tensor, reference_points: Tensor, input_flatten: Tensor,
                 input_spatial_shapes: Tensor, input_level_start_index: Tensor,
-                input_padding_mask: Optional[Tensor] = None) -> Tensor:
+                input_padding_mask: Optional[Tensor] = None,
+                input_level_shapes: Optional[Sequence[Tuple[int, int]]] = None) -> Tensor:
         """Attend from `query` [B, Q, C] into the flattened maps `input_flatten` [B, S, C].
 
         reference_points: [B, Q, n_levels, 2] normalised (x, y), (0, 0) the top-left and (1, 1)
             the bottom-right corner of each (padded) map; or [B, Q, n_levels, 4] boxes (cx, cy, w, h).
         input_spatial_shapes: [n_levels, 2] int64 (H, W) of each map, S = sum of H * W;
         input_level_start_index: [n_levels] where each map starts in S;
-        input_padding_mask: [B, S] True on padding (those values count as zero), or None.
+        input_padding_mask: [B, S] True on padding (those values count as zero), or None;
+        input_level_shapes: the (H, W) of input_spatial_shapes as Python (or symbolic) ints, if known
+            (the PyTorch path then need not read the tensor: no device sync, no graph break).
         Returns [B, Q, C].
         """
         batch, n_queries, _ = query.shape
         n_values = input_flatten.shape[1]
-        if not is_exporting():  # reads tensor values: a data-dependent int in an exported graph
+        if input_flatten.device.type == "cpu" and not (is_exporting() or torch.compiler.is_compiling()):
+            # reads tensor values: a device sync on a GPU, a data-dependent int (graph break) in a traced
+            # graph; there the kernels check every level against value themselves
             assert int((input_spatial_shapes[:, 0] * input_spatial_shapes[:, 1]).sum()) == n_values
 
         value = linear(input_flatten, self.value_proj)
@@ -110,5 +116,5 @@ class MSDeformAttn(nn.Module):
                              f"not {reference_points.shape[-1]}")
 
         output = ms_deform_attn(value, input_spatial_shapes, input_level_start_index,
-                                sampling_locations, attention_weights, self.im2col_step)
+                                sampling_locations, attention_weights, self.im2col_step, input_level_shapes)
         return linear(output, self.output_proj)

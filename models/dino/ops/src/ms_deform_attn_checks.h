@@ -1,14 +1,15 @@
-// Argument checks shared by the CPU and CUDA entry points.
+// Argument checks shared by the CPU and CUDA kernels of dino::ms_deform_attn.
 #pragma once
 
 #include <ATen/ATen.h>
 
 namespace msda {
 
-// Checks ranks, sizes, dtypes and devices; returns nothing, throws on error.
+// Ranks, sizes, dtypes and devices of the forward's inputs; throws on error.
+// Strides are not checked: the kernels make their inputs contiguous.
 inline void check_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes,
                          const at::Tensor& level_start_index, const at::Tensor& sampling_loc,
-                         const at::Tensor& attn_weight, int64_t im2col_step) {
+                         const at::Tensor& attn_weight) {
   TORCH_CHECK(value.dim() == 4, "value must be (N, S, M, D), got ", value.sizes());
   TORCH_CHECK(sampling_loc.dim() == 6 && sampling_loc.size(5) == 2,
               "sampling_loc must be (N, Lq, M, L, P, 2), got ", sampling_loc.sizes());
@@ -38,19 +39,27 @@ inline void check_inputs(const at::Tensor& value, const at::Tensor& spatial_shap
   TORCH_CHECK(sampling_loc.device() == device && attn_weight.device() == device &&
                   spatial_shapes.device() == device && level_start_index.device() == device,
               "all tensors must be on the same device as value (", device, ")");
-  TORCH_CHECK(value.is_contiguous() && sampling_loc.is_contiguous() &&
-                  attn_weight.is_contiguous() && spatial_shapes.is_contiguous() &&
-                  level_start_index.is_contiguous(),
-              "all tensors must be contiguous");
-  TORCH_CHECK(im2col_step > 0, "im2col_step must be positive, got ", im2col_step);
 }
 
-// Host-side check that every level lies inside value (CPU tensors only, it
-// reads the shapes).
+// The backward's grad_output: the forward's output shape (N, Lq, M * D), value's dtype and device.
+inline void check_grad_output(const at::Tensor& value, const at::Tensor& sampling_loc,
+                              const at::Tensor& grad_output) {
+  const auto N = value.size(0), M = value.size(2), D = value.size(3), Q = sampling_loc.size(1);
+  TORCH_CHECK(grad_output.dim() == 3 && grad_output.size(0) == N && grad_output.size(1) == Q &&
+                  grad_output.size(2) == M * D,
+              "grad_output must be (N, Lq, M * D) = (", N, ", ", Q, ", ", M * D, "), got ",
+              grad_output.sizes());
+  TORCH_CHECK(grad_output.scalar_type() == value.scalar_type() &&
+                  grad_output.device() == value.device(),
+              "grad_output must have value's dtype (", value.scalar_type(), ") and device (",
+              value.device(), "), got ", grad_output.scalar_type(), " on ", grad_output.device());
+}
+
+// Host-side check that every level lies inside value (contiguous CPU index tensors).
 inline void check_levels_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes,
                              const at::Tensor& level_start_index) {
-  const int64_t* shapes = spatial_shapes.data_ptr<int64_t>();
-  const int64_t* start = level_start_index.data_ptr<int64_t>();
+  const int64_t* shapes = spatial_shapes.const_data_ptr<int64_t>();
+  const int64_t* start = level_start_index.const_data_ptr<int64_t>();
   const int64_t S = value.size(1);
   for (int64_t l = 0; l < spatial_shapes.size(0); ++l) {
     const int64_t H = shapes[2 * l], W = shapes[2 * l + 1];
@@ -66,10 +75,6 @@ inline void check_levels_cpu(const at::Tensor& value, const at::Tensor& spatial_
 // CUDA kernels read and write outside value and grad_value.
 inline void check_levels(const at::Tensor& value, const at::Tensor& spatial_shapes,
                          const at::Tensor& level_start_index) {
-  if (spatial_shapes.device().is_cpu() && level_start_index.device().is_cpu()) {
-    check_levels_cpu(value, spatial_shapes, level_start_index);
-    return;
-  }
   const int64_t L = spatial_shapes.size(0);
   const at::Tensor host =
       at::cat({spatial_shapes.reshape({-1}), level_start_index.reshape({-1})}).to(at::kCPU);

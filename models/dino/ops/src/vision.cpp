@@ -1,4 +1,15 @@
-// Python bindings of the MultiScaleDeformableAttention extension.
+// The Python module of the MultiScaleDeformableAttention extension.
+//
+// The operators themselves are registered with PyTorch's dispatcher by
+// ms_deform_attn_op.cpp (torch.ops.dino.ms_deform_attn / ms_deform_attn_backward) when this
+// shared object is loaded; importing it as a Python module is how models/dino/ops/_ext.py
+// loads it. The module only adds what is not an operator: build facts and the choice of
+// CPU kernel variant (tools/benchmark_msda.py --isa, the tests).
+#include <torch/extension.h>
+#include <torch/version.h>
+
+#include <string>
+
 #include "ms_deform_attn.h"
 
 namespace {
@@ -9,16 +20,16 @@ bool with_cuda() {
   return false;
 #endif
 }
+
+std::string torch_version() { return TORCH_VERSION; }
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "Multi-scale deformable attention (CPU kernel, plus CUDA kernel if built)";
-  m.def("ms_deform_attn_forward", &ms_deform_attn_forward,
-        "forward(value, spatial_shapes, level_start_index, sampling_loc, attn_weight, im2col_step)");
-  m.def("ms_deform_attn_backward", &ms_deform_attn_backward,
-        "backward(value, spatial_shapes, level_start_index, sampling_loc, attn_weight, grad_output, "
-        "im2col_step) -> [grad_value, grad_sampling_loc, grad_attn_weight]");
+  m.doc() =
+      "Multi-scale deformable attention: loading it registers torch.ops.dino.ms_deform_attn and "
+      "torch.ops.dino.ms_deform_attn_backward (CPU kernel, plus CUDA kernel if built)";
   m.def("with_cuda", &with_cuda, "True if the CUDA kernels were compiled in");
+  m.def("torch_version", &torch_version, "the version of PyTorch this extension was built against");
   m.def("cpu_isa", &ms_deform_attn_cpu_isa, "CPU kernel variant in use: 'avx2' or 'default'");
   m.def("set_cpu_isa", &ms_deform_attn_cpu_set_isa,
         "select the CPU kernel variant: 'auto', 'default' or 'avx2'");

@@ -1,4 +1,5 @@
-// Multi-scale deformable attention: CPU forward and backward (ATen side).
+// Multi-scale deformable attention: CPU forward and backward (ATen side), the CPU
+// kernels of dino::ms_deform_attn and dino::ms_deform_attn_backward.
 //
 // Forward: rows (n, q, m) are split into contiguous ranges, one per thread.
 // Backward: grad_value needs a scatter. Work is split into tasks that own
@@ -80,11 +81,11 @@ msda_cpu::Problem<scalar_t> make_problem(const at::Tensor& value, const at::Tens
                                          const at::Tensor& sampling_loc,
                                          const at::Tensor& attn_weight) {
   msda_cpu::Problem<scalar_t> pb;
-  pb.value = value.data_ptr<scalar_t>();
-  pb.shapes = spatial_shapes.data_ptr<int64_t>();
-  pb.level_start = level_start_index.data_ptr<int64_t>();
-  pb.loc = sampling_loc.data_ptr<scalar_t>();
-  pb.attn = attn_weight.data_ptr<scalar_t>();
+  pb.value = value.const_data_ptr<scalar_t>();
+  pb.shapes = spatial_shapes.const_data_ptr<int64_t>();
+  pb.level_start = level_start_index.const_data_ptr<int64_t>();
+  pb.loc = sampling_loc.const_data_ptr<scalar_t>();
+  pb.attn = attn_weight.const_data_ptr<scalar_t>();
   pb.N = value.size(0);
   pb.S = value.size(1);
   pb.M = value.size(2);
@@ -101,13 +102,18 @@ std::string ms_deform_attn_cpu_isa() { return current_isa() == Isa::kAvx2 ? "avx
 
 void ms_deform_attn_cpu_set_isa(const std::string& name) { current_isa() = parse_isa(name); }
 
-at::Tensor ms_deform_attn_cpu_forward(const at::Tensor& value, const at::Tensor& spatial_shapes,
-                                      const at::Tensor& level_start_index,
-                                      const at::Tensor& sampling_loc, const at::Tensor& attn_weight,
-                                      int64_t im2col_step) {
-  msda::check_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight,
-                     im2col_step);
-  TORCH_CHECK(value.device().is_cpu(), "ms_deform_attn_cpu_forward needs CPU tensors");
+at::Tensor ms_deform_attn_cpu_forward(const at::Tensor& value_in,
+                                      const at::Tensor& spatial_shapes_in,
+                                      const at::Tensor& level_start_index_in,
+                                      const at::Tensor& sampling_loc_in,
+                                      const at::Tensor& attn_weight_in) {
+  msda::check_inputs(value_in, spatial_shapes_in, level_start_index_in, sampling_loc_in,
+                     attn_weight_in);
+  TORCH_CHECK(value_in.device().is_cpu(), "ms_deform_attn_cpu_forward needs CPU tensors");
+  const at::Tensor value = value_in.contiguous(), spatial_shapes = spatial_shapes_in.contiguous(),
+                   level_start_index = level_start_index_in.contiguous(),
+                   sampling_loc = sampling_loc_in.contiguous(),
+                   attn_weight = attn_weight_in.contiguous();
   msda::check_levels_cpu(value, spatial_shapes, level_start_index);
 
   const int64_t N = value.size(0), M = value.size(2), D = value.size(3);
@@ -121,7 +127,7 @@ at::Tensor ms_deform_attn_cpu_forward(const at::Tensor& value, const at::Tensor&
     const auto pb = make_problem<scalar_t>(value, spatial_shapes, level_start_index,
                                            sampling_loc, attn_weight);
     const auto kernels = kernels_for<scalar_t>(isa);
-    scalar_t* out = output.data_ptr<scalar_t>();
+    scalar_t* out = output.mutable_data_ptr<scalar_t>();
     // at least ~16k multiply-adds per chunk
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, L * P * 4 * D));
     at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
@@ -131,21 +137,22 @@ at::Tensor ms_deform_attn_cpu_forward(const at::Tensor& value, const at::Tensor&
   return output;
 }
 
-std::vector<at::Tensor> ms_deform_attn_cpu_backward(
-    const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
-    const at::Tensor& sampling_loc, const at::Tensor& attn_weight, const at::Tensor& grad_output,
-    int64_t im2col_step) {
-  msda::check_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight,
-                     im2col_step);
-  TORCH_CHECK(value.device().is_cpu(), "ms_deform_attn_cpu_backward needs CPU tensors");
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_cpu_backward(
+    const at::Tensor& value_in, const at::Tensor& spatial_shapes_in,
+    const at::Tensor& level_start_index_in, const at::Tensor& sampling_loc_in,
+    const at::Tensor& attn_weight_in, const at::Tensor& grad_output) {
+  msda::check_inputs(value_in, spatial_shapes_in, level_start_index_in, sampling_loc_in,
+                     attn_weight_in);
+  msda::check_grad_output(value_in, sampling_loc_in, grad_output);
+  TORCH_CHECK(value_in.device().is_cpu(), "ms_deform_attn_cpu_backward needs CPU tensors");
+  const at::Tensor value = value_in.contiguous(), spatial_shapes = spatial_shapes_in.contiguous(),
+                   level_start_index = level_start_index_in.contiguous(),
+                   sampling_loc = sampling_loc_in.contiguous(),
+                   attn_weight = attn_weight_in.contiguous();
   msda::check_levels_cpu(value, spatial_shapes, level_start_index);
 
   const int64_t N = value.size(0), S = value.size(1), M = value.size(2), D = value.size(3);
   const int64_t Q = sampling_loc.size(1);
-  TORCH_CHECK(grad_output.numel() == N * Q * M * D, "grad_output has ", grad_output.numel(),
-              " elements, expected ", N * Q * M * D);
-  TORCH_CHECK(grad_output.scalar_type() == value.scalar_type() && grad_output.device().is_cpu(),
-              "grad_output must be a CPU tensor of dtype ", value.scalar_type());
   const at::Tensor grad_out = grad_output.contiguous();
 
   auto grad_value = at::zeros_like(value);
@@ -177,11 +184,11 @@ std::vector<at::Tensor> ms_deform_attn_cpu_backward(
     const auto pb = make_problem<scalar_t>(value, spatial_shapes, level_start_index,
                                            sampling_loc, attn_weight);
     const auto kernels = kernels_for<scalar_t>(isa);
-    const scalar_t* g = grad_out.data_ptr<scalar_t>();
-    scalar_t* gv = grad_value.data_ptr<scalar_t>();
-    scalar_t* gs = chunks > 1 ? scratch.data_ptr<scalar_t>() : nullptr;
-    scalar_t* gl = grad_loc.data_ptr<scalar_t>();
-    scalar_t* ga = grad_attn.data_ptr<scalar_t>();
+    const scalar_t* g = grad_out.const_data_ptr<scalar_t>();
+    scalar_t* gv = grad_value.mutable_data_ptr<scalar_t>();
+    scalar_t* gs = chunks > 1 ? scratch.mutable_data_ptr<scalar_t>() : nullptr;
+    scalar_t* gl = grad_loc.mutable_data_ptr<scalar_t>();
+    scalar_t* ga = grad_attn.mutable_data_ptr<scalar_t>();
     const int64_t per_buffer = N * S * M * D;
     const int64_t heads_per_group = M / groups;
     const int64_t per_chunk = (Q + chunks - 1) / chunks;

@@ -1,4 +1,5 @@
-// Multi-scale deformable attention: CUDA forward and backward.
+// Multi-scale deformable attention: CUDA forward and backward, the CUDA kernels of
+// dino::ms_deform_attn and dino::ms_deform_attn_backward.
 //
 // One warp per output row (n, q, m); lane c handles channels c, c + 32, ...
 // of the head, so value reads of a corner are coalesced. Backward adds into
@@ -184,15 +185,20 @@ int blocks_for(int64_t rows) {
 
 }  // namespace
 
-at::Tensor ms_deform_attn_cuda_forward(const at::Tensor& value, const at::Tensor& spatial_shapes,
-                                       const at::Tensor& level_start_index,
-                                       const at::Tensor& sampling_loc,
-                                       const at::Tensor& attn_weight, int64_t im2col_step) {
-  msda::check_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight,
-                     im2col_step);
-  TORCH_CHECK(value.is_cuda(), "ms_deform_attn_cuda_forward needs CUDA tensors");
+at::Tensor ms_deform_attn_cuda_forward(const at::Tensor& value_in,
+                                       const at::Tensor& spatial_shapes_in,
+                                       const at::Tensor& level_start_index_in,
+                                       const at::Tensor& sampling_loc_in,
+                                       const at::Tensor& attn_weight_in) {
+  msda::check_inputs(value_in, spatial_shapes_in, level_start_index_in, sampling_loc_in,
+                     attn_weight_in);
+  TORCH_CHECK(value_in.is_cuda(), "ms_deform_attn_cuda_forward needs CUDA tensors");
+  const c10::cuda::OptionalCUDAGuard guard(value_in.device());
+  const at::Tensor value = value_in.contiguous(), spatial_shapes = spatial_shapes_in.contiguous(),
+                   level_start_index = level_start_index_in.contiguous(),
+                   sampling_loc = sampling_loc_in.contiguous(),
+                   attn_weight = attn_weight_in.contiguous();
   msda::check_levels(value, spatial_shapes, level_start_index);
-  const c10::cuda::OptionalCUDAGuard guard(value.device());
   const Dims d = dims_of(value, sampling_loc);
   auto output = at::zeros({d.N, d.Q, d.M * d.D}, value.options());
   const int64_t rows = d.N * d.Q * d.M;
@@ -200,29 +206,29 @@ at::Tensor ms_deform_attn_cuda_forward(const at::Tensor& value, const at::Tensor
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_cuda_forward", [&] {
     forward_kernel<scalar_t><<<blocks_for(rows), kThreads, 0, stream>>>(
-        value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
-        level_start_index.data_ptr<int64_t>(), sampling_loc.data_ptr<scalar_t>(),
-        attn_weight.data_ptr<scalar_t>(), output.data_ptr<scalar_t>(), d);
+        value.const_data_ptr<scalar_t>(), spatial_shapes.const_data_ptr<int64_t>(),
+        level_start_index.const_data_ptr<int64_t>(), sampling_loc.const_data_ptr<scalar_t>(),
+        attn_weight.const_data_ptr<scalar_t>(), output.mutable_data_ptr<scalar_t>(), d);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return output;
 }
 
-std::vector<at::Tensor> ms_deform_attn_cuda_backward(
-    const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
-    const at::Tensor& sampling_loc, const at::Tensor& attn_weight, const at::Tensor& grad_output,
-    int64_t im2col_step) {
-  msda::check_inputs(value, spatial_shapes, level_start_index, sampling_loc, attn_weight,
-                     im2col_step);
-  TORCH_CHECK(value.is_cuda(), "ms_deform_attn_cuda_backward needs CUDA tensors");
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_cuda_backward(
+    const at::Tensor& value_in, const at::Tensor& spatial_shapes_in,
+    const at::Tensor& level_start_index_in, const at::Tensor& sampling_loc_in,
+    const at::Tensor& attn_weight_in, const at::Tensor& grad_output) {
+  msda::check_inputs(value_in, spatial_shapes_in, level_start_index_in, sampling_loc_in,
+                     attn_weight_in);
+  msda::check_grad_output(value_in, sampling_loc_in, grad_output);
+  TORCH_CHECK(value_in.is_cuda(), "ms_deform_attn_cuda_backward needs CUDA tensors");
+  const c10::cuda::OptionalCUDAGuard guard(value_in.device());
+  const at::Tensor value = value_in.contiguous(), spatial_shapes = spatial_shapes_in.contiguous(),
+                   level_start_index = level_start_index_in.contiguous(),
+                   sampling_loc = sampling_loc_in.contiguous(),
+                   attn_weight = attn_weight_in.contiguous();
   msda::check_levels(value, spatial_shapes, level_start_index);
-  const c10::cuda::OptionalCUDAGuard guard(value.device());
   const Dims d = dims_of(value, sampling_loc);
-  TORCH_CHECK(grad_output.numel() == d.N * d.Q * d.M * d.D, "grad_output has ",
-              grad_output.numel(), " elements, expected ", d.N * d.Q * d.M * d.D);
-  TORCH_CHECK(grad_output.scalar_type() == value.scalar_type() &&
-                  grad_output.device() == value.device(),
-              "grad_output must match value's dtype and device");
   const at::Tensor grad_out = grad_output.contiguous();
   auto grad_value = at::zeros_like(value);
   auto grad_loc = at::zeros_like(sampling_loc);
@@ -232,11 +238,11 @@ std::vector<at::Tensor> ms_deform_attn_cuda_backward(
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_cuda_backward", [&] {
     backward_kernel<scalar_t><<<blocks_for(rows), kThreads, 0, stream>>>(
-        value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
-        level_start_index.data_ptr<int64_t>(), sampling_loc.data_ptr<scalar_t>(),
-        attn_weight.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(),
-        grad_value.data_ptr<scalar_t>(), grad_loc.data_ptr<scalar_t>(),
-        grad_attn.data_ptr<scalar_t>(), d);
+        value.const_data_ptr<scalar_t>(), spatial_shapes.const_data_ptr<int64_t>(),
+        level_start_index.const_data_ptr<int64_t>(), sampling_loc.const_data_ptr<scalar_t>(),
+        attn_weight.const_data_ptr<scalar_t>(), grad_out.const_data_ptr<scalar_t>(),
+        grad_value.mutable_data_ptr<scalar_t>(), grad_loc.mutable_data_ptr<scalar_t>(),
+        grad_attn.mutable_data_ptr<scalar_t>(), d);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {grad_value, grad_loc, grad_attn};

@@ -1,16 +1,16 @@
-// Multi-scale deformable attention: CUDA entry points.
+// Multi-scale deformable attention: CUDA kernels of dino::ms_deform_attn(_backward).
 #pragma once
 
 #include <ATen/ATen.h>
 
-#include <vector>
+#include <tuple>
 
 at::Tensor ms_deform_attn_cuda_forward(const at::Tensor& value, const at::Tensor& spatial_shapes,
                                        const at::Tensor& level_start_index,
                                        const at::Tensor& sampling_loc,
-                                       const at::Tensor& attn_weight, int64_t im2col_step);
+                                       const at::Tensor& attn_weight);
 
-std::vector<at::Tensor> ms_deform_attn_cuda_backward(
+// (grad_value, grad_sampling_loc, grad_attn_weight)
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_cuda_backward(
     const at::Tensor& value, const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
-    const at::Tensor& sampling_loc, const at::Tensor& attn_weight, const at::Tensor& grad_output,
-    int64_t im2col_step);
+    const at::Tensor& sampling_loc, const at::Tensor& attn_weight, const at::Tensor& grad_output);
