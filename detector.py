@@ -116,7 +116,7 @@ class Detector:
                         options: Optional[Mapping[str, Any]] = None,
                         device: Optional[Union[str, torch.device]] = None,
                         use_ema: bool = False, amp: bool = False,
-                        trust_checkpoint: bool = False) -> "Detector":
+                        trust_checkpoint: bool = False, compile: Optional[str] = None) -> "Detector":
         """Rebuild the model of `checkpoint` (a .pth, .safetensors or URL) and load its weights (strictly).
 
         config: a config file that wins over what the checkpoint records;
@@ -124,13 +124,20 @@ class Detector:
         use_ema: the EMA weights;
         trust_checkpoint: also load a pickled file that holds Python objects outside the
         allow-list, which RUNS CODE FROM THE FILE (only for files you trust; without it such a
-        file is refused and nothing in it runs).
+        file is refused and nothing in it runs);
+        compile: a torch.compile backend ("inductor", or "aot_eager" for a quick check; True means
+        "inductor"): the first call per image batch layout compiles (minutes with inductor on a CPU),
+        later sizes reuse the graph (models/dino/compiling.py, docs/OPS.md).
         Errors for people: util.checkpoint.CheckpointError, util.slconfig.ConfigError.
         """
         device = resolve_device(device)
         loaded = load_trained_model(checkpoint, config, options, device, use_ema, trust_checkpoint)
         from models.dino.inference_prep import prepare_for_inference
         changes = prepare_for_inference(loaded.model, device, amp)  # the model is ours and only runs inference
+        if compile:
+            from models.dino.compiling import compile_model
+            compile_model(loaded.model, device, "inductor" if compile is True else str(compile))
+            changes += (f"torch.compile ({'inductor' if compile is True else compile})",)
         detector = cls(loaded.model, loaded.postprocessor, loaded.args, category_names_for(loaded.args), amp=amp)
         detector.settings_source = loaded.source
         detector.inference_changes = changes
@@ -139,7 +146,7 @@ class Detector:
     @classmethod
     def from_pretrained(cls, name: str, options: Optional[Mapping[str, Any]] = None,
                         device: Optional[Union[str, torch.device]] = None, amp: bool = False,
-                        config: Optional[str] = None) -> "Detector":
+                        config: Optional[str] = None, compile: Optional[str] = None) -> "Detector":
         """A released model by name (`Detector.available_models()`, docs/MODEL_ZOO.md), e.g.
         `Detector.from_pretrained("dino_r50_4scale_12ep")`: its config comes from the registry
         (config/model_zoo.json; `config` replaces it), its file from the weights folder
@@ -151,7 +158,7 @@ class Detector:
         entry = get_entry(name)  # an unknown name, a backbone or a model without config: before any download
         if config is None:
             detector_config(entry)
-        return cls.from_checkpoint(name, config=config, options=options, device=device, amp=amp)
+        return cls.from_checkpoint(name, config=config, options=options, device=device, amp=amp, compile=compile)
 
     @staticmethod
     def available_models(details: bool = False) -> List[Any]:
@@ -187,10 +194,13 @@ class Detector:
 
     def _detect_batch(self, pictures: Sequence[Image.Image], threshold: float, topk: Optional[int],
                       nms: Optional[float]) -> List[Detections]:
+        from util.misc import nested_tensor_from_tensor_list
+
         tensors = [self._transform(p, None)[0].to(self.device) for p in pictures]
         sizes = torch.tensor([[p.height, p.width] for p in pictures], device=self.device)
+        samples = nested_tensor_from_tensor_list(tensors)  # padded here: a compiled model then sees one layout
         with self._autocast():
-            outputs = self.model(tensors)
+            outputs = self.model(samples)
         outputs = {k: outputs[k].float() for k in ("pred_logits", "pred_boxes")}
         raw = self.postprocessor(outputs, sizes)
         return [self._finish(r, p, threshold, topk, nms) for r, p in zip(raw, pictures)]

@@ -195,6 +195,9 @@ def build_run(args, device: torch.device, logger) -> Run:
 
     model, criterion, postprocessors = build_model_main(args)
     model.to(device)
+    if args.compile:  # in place: the state dict and checkpoints are the same as without it
+        from models.dino.compiling import compile_model
+        compile_model(model, device, args.compile)
     model_without_ddp = model
     training = not (args.eval or args.test)
     ema_m = ModelEma(model_without_ddp, args.ema_decay) if args.use_ema and training else None

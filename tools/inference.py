@@ -201,7 +201,7 @@ def build_detector(opts):
     from detector import Detector
     detector = Detector.from_checkpoint(opts.checkpoint, config=opts.config_file, options=opts.options,
                                         device=opts.device, use_ema=opts.use_ema, amp=opts.amp,
-                                        trust_checkpoint=opts.trust_checkpoint)
+                                        trust_checkpoint=opts.trust_checkpoint, compile=opts.compile)
     if opts.category_names:
         detector.category_names = load_category_names(opts.category_names)
     if not opts.quiet:
@@ -290,6 +290,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-images", action="store_true", help="write only detections.json")
     p.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run in --output_dir")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="torch.compile the model (inductor by default; the first image compiles for minutes on a "
+                        "CPU, later sizes reuse it; docs/OPS.md)")
     p.add_argument("--trust_checkpoint", "--trust-checkpoint", dest="trust_checkpoint", action="store_true",
                    help="load a pickled checkpoint that holds Python objects outside the allow-list; this RUNS CODE FROM THE FILE: only for files you trust")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")

@@ -70,6 +70,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rank", default=0, type=int, help="global rank of this process")
     parser.add_argument("--local_rank", "--local-rank", type=int, help="local rank (set by the launcher)")
     parser.add_argument("--amp", action="store_true", help="mixed precision where the device supports it")
+    parser.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                        help="torch.compile the model, dynamic shapes (BACKEND: inductor, the default, or "
+                             "aot_eager to check quickly that it compiles); see docs/OPS.md for what it gains")
 
     # additions of this implementation
     parser.add_argument("--print_freq", default=10, type=int,

@@ -18,7 +18,7 @@ from util.slconfig import ConfigError
 # Flags of a run that say nothing about the model and must not leak into a new use of it.
 RUN_ONLY_KEYS = ("resume", "pretrain_model_path", "output_dir", "eval", "test", "device",
              "distributed", "rank", "world_size", "gpu", "local_rank", "dist_url", "options",
-             "start_epoch", "finetune_ignore", "trust_checkpoint", "weights_dir")
+             "start_epoch", "finetune_ignore", "trust_checkpoint", "weights_dir", "compile")
 
 
 def recorded_settings(checkpoint: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
