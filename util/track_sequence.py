@@ -119,4 +119,4 @@ def track_frame_files(detector, tracker, files: Sequence[str], read_image: Calla
         if not records:
             raise ValueError(f"no frame of the {len(files)} could be read" + (f" ({skipped[0][1]})" if skipped else ""))
     return {"frames": records, "size": list(size), "fps": fps, "skipped": skipped, "tracks": len(step.ids),
-            "damaged": f"{len(skipped)} frame(s) skipped" if skipped else None}
+            "damaged": f"{len(skipped)} frame(s) skipped (frame {skipped[0][0]}: {skipped[0][1]})" if skipped else None}
