@@ -15,8 +15,9 @@ from util.detections import Detections
 class BlobDetector:
     """Finds bright blobs the way a detector with a fixed input size would: the image is first
     shrunk to fit `input_size` (area averaging), and a blob must cover `min_pixels` there, so
-    recall falls as objects get small relative to the input. A blob touching the input's edge
-    (an object cut by a tile border) scores 0.6, a whole one 0.9."""
+    recall falls as objects get small relative to the input. Its score grows with the blob's
+    area there (full at 64 pixels: a few pixels are a weak guess), times 0.9 for a whole blob
+    and 0.6 for one touching the input's edge (an object cut by a tile border)."""
 
     category_names = {1: "square"}
 
@@ -41,12 +42,13 @@ class BlobDetector:
         labels, _ = ndimage.label(small)
         boxes, scores = [], []
         for k, where in enumerate(ndimage.find_objects(labels), start=1):
-            if where is None or (labels[where] == k).sum() < self.min_pixels:
+            area = int((labels[where] == k).sum()) if where is not None else 0
+            if area < self.min_pixels:
                 continue
             y, x = where
             edge = x.start == 0 or y.start == 0 or x.stop == sw or y.stop == sh
             boxes.append([x.start * w / sw, y.start * h / sh, x.stop * w / sw, y.stop * h / sh])
-            scores.append(0.6 if edge else 0.9)
+            scores.append((0.6 if edge else 0.9) * min(1.0, area / 64))
         keep = [i for i, s in enumerate(scores) if s >= threshold]
         order = sorted(keep, key=lambda i: -scores[i])
         return Detections(np.asarray([boxes[i] for i in order], np.float32).reshape(-1, 4),
