@@ -27,7 +27,7 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="the video to write (.mp4)")
     p.add_argument("--gt", default=None, help="ground-truth tracks, MOTChallenge text (default: OUT's name + .gt.txt)")
-    p.add_argument("--frames", type=int, default=150, help="number of frames (default 150)")
+    p.add_argument("--frames", type=int, default=60, help="number of frames (default 60: 2.4 s at 25 fps)")
     p.add_argument("--fps", type=float, default=25.0, help="frames per second (default 25)")
     p.add_argument("--width", type=int, default=256, help="frame width (default 256)")
     p.add_argument("--height", type=int, default=192, help="frame height (default 192)")
