@@ -294,6 +294,8 @@ def test_serve_errors_are_one_line(tmp_path, capsys):
     assert serve.run_cli(["--checkpoint", str(tmp_path / "missing.pth")]) != 0
     assert serve.run_cli(["--checkpoint", "a.pth", "--model", "b"]) == 2
     assert serve.run_cli(["--checkpoint", "a.pth", "--threshold", "3"]) == 2
+    assert serve.run_cli(["--model", "no_such_model_name"]) == 2  # by name: Detector.from_pretrained
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+    assert len(err) == 4 and all(line.startswith("error: ") for line in err)
     assert "missing.pth" in err[0] and "one of" in err[1] and "--threshold" in err[2]
+    assert "no_such_model_name" in err[3]
