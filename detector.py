@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -191,6 +191,45 @@ class Detector:
             results.extend(self._detect_batch(pictures[start:start + max(1, int(batch_size))],
                                               threshold, topk, nms))
         return results[0] if single else results
+
+    def sliced(self, images: Union[ImageInput, Sequence[ImageInput]], size: Union[str, Sequence[int]] = (640, 640),
+               overlap: float = 0.2, merge: str = "nmm", merge_threshold: float = 0.5, threshold: float = 0.3,
+               topk: Optional[int] = None, nms: Optional[float] = None,
+               batch_size: int = 4) -> Union[Detections, List[Detections]]:
+        """Detections of large images from overlapping tiles (`size` W x H, `overlap` a fraction of
+        a tile) plus the whole image, merged per class by box merging ("nmm") or NMS ("nms");
+        tiles run `batch_size` at a time (util/slicing.py)."""
+        from util.slicing import SlicedDetector
+
+        check_filters(threshold, topk, nms)
+        single = not isinstance(images, (list, tuple))
+        pictures = [to_pil_image(x) for x in ([images] if single else images)]
+        results = SlicedDetector(self, size, overlap, merge, merge_threshold, batch_size)(
+            pictures, threshold=threshold, topk=topk, nms=nms)
+        return results[0] if single else results
+
+    def track(self, frames: Union[str, Iterable[ImageInput]], tracker: str = "bytetrack", fps: float = 30.0,
+              threshold: float = 0.3, topk: Optional[int] = None, nms: Optional[float] = 0.7,
+              tracker_options: Optional[Mapping[str, Any]] = None) -> Iterator[Detections]:
+        """A generator: the detections of each frame with `track_ids` (1, 2, ...; -1: not in a
+        confirmed track), from a tracker of the `trackers` library ("bytetrack", "sort", "ocsort",
+        "botsort"; util/tracking.py). `frames`: a video file (decoded one frame at a time; a
+        corrupt frame yields nothing) or an iterable of images in playing order at `fps`."""
+        from util.tracking import make_tracker, track_frames
+        from util.video_io import VideoReader
+
+        check_filters(threshold, topk, nms)
+        detect = self._frame_detect(threshold, topk, nms)
+        if isinstance(frames, (str, os.PathLike)):
+            with VideoReader(str(frames)) as reader:
+                state = make_tracker(tracker, reader.fps, **dict(tracker_options or {}))
+                yield from track_frames(detect, ((Image.fromarray(f.image), f.time) for f in reader), state)
+            return
+        state = make_tracker(tracker, fps, **dict(tracker_options or {}))
+        yield from track_frames(detect, ((to_pil_image(f), None) for f in frames), state)
+
+    def _frame_detect(self, threshold: float, topk: Optional[int], nms: Optional[float]):
+        return lambda picture: self(picture, threshold=threshold, topk=topk, nms=nms)
 
     def _detect_batch(self, pictures: Sequence[Image.Image], threshold: float, topk: Optional[int],
                       nms: Optional[float]) -> List[Detections]:

@@ -202,12 +202,14 @@ def test_help_examples_name_real_files_and_run_as_script():
     assert "--checkpoint demo_output/checkpoint.pth" in res.stdout and "--nms" in res.stdout
 
 
-def _help_examples():
-    """The `python tools/inference.py ...` commands of the tool's docstring, continuation lines joined."""
+def _help_examples(tool: str = "inference"):
+    """The `python tools/TOOL.py ...` commands of tools/inference.py's docstring, continuation
+    lines joined (tool="*": every tool's, as (tool name, arguments), in the docstring's order)."""
     import shlex
     text = inf.__doc__.replace("\\\n", " ")
-    return [shlex.split(line.strip())[2:] for line in text.splitlines()
-            if line.strip().startswith("python tools/inference.py")]
+    found = [shlex.split(line.strip()) for line in text.splitlines() if line.strip().startswith("python tools/")]
+    named = [(words[1][len("tools/"):-len(".py")], words[2:]) for words in found]
+    return named if tool == "*" else [argv for name, argv in named if name == tool]
 
 
 def test_help_examples_run_as_written_on_the_demo_layout(tmp_path, monkeypatch):
@@ -226,11 +228,17 @@ def test_help_examples_run_as_written_on_the_demo_layout(tmp_path, monkeypatch):
     (tmp_path / "demo_output").mkdir()
     torch.save({"model": model.state_dict(), "args": args}, tmp_path / "demo_output" / "checkpoint.pth")
     monkeypatch.chdir(tmp_path)
-    examples = [argv for argv in _help_examples() if "--model" not in argv]  # by name: tests/test_zoo.py
-    assert len(examples) >= 2
-    for argv in examples:
-        assert inf.run_cli(argv + ["--quiet"]) == 0, argv
+    examples = [(t, argv) for t, argv in _help_examples("*") if "--model" not in argv]  # by name: tests/test_zoo.py
+    assert len(examples) >= 5 and {tool for tool, _ in examples} == {"inference", "make_synthetic_video"}
+    from tools import make_synthetic_video
+    for tool, argv in examples:  # in the docstring's order: the video is made before it is tracked
+        run = inf.run_cli if tool == "inference" else make_synthetic_video.run
+        assert run(argv + ["--quiet"]) == 0, argv
     assert (tmp_path / "demo_output" / "inference" / "detections.json").is_file()
+    tracked = json.loads((tmp_path / "demo_output" / "tracking" / "detections.json").read_text())
+    assert tracked["tracker"]["name"] == "bytetrack" and len(tracked["detections"][0]["frames"]) == 60
+    assert (tmp_path / "demo_output" / "tracking" / "shapes_video_mp4.mot.txt").is_file()
+    assert json.loads((tmp_path / "demo_output" / "sliced" / "detections.json").read_text())["slice"]["size"] == [96, 96]
 
 
 def test_onnx_runs_without_torch_and_matches_pytorch(tmp_path, tiny_checkpoint):

@@ -7,6 +7,11 @@ Examples (after `bash scripts/demo.sh`):
         --images data/synthetic_shapes/val2017 --output_dir demo_output/inference
     python tools/inference.py --checkpoint demo_output/checkpoint.pth \\
         --images data/synthetic_shapes/val2017/000000000001.jpg --output_dir demo_output/one --threshold 0.5 --nms 0
+    python tools/inference.py --checkpoint demo_output/checkpoint.pth \\
+        --images data/synthetic_shapes/val2017 --slice 96x96 --overlap 0.25 --output_dir demo_output/sliced
+    python tools/make_synthetic_video.py --out data/shapes_video.mp4
+    python tools/inference.py --checkpoint demo_output/checkpoint.pth \\
+        --images data/shapes_video.mp4 --track --output_dir demo_output/tracking
 
 A released model by name (`python tools/fetch_weights.py --list`; downloaded once, or taken from
 --weights_dir / $DINO_WEIGHTS_DIR), its config from the model zoo:
@@ -24,6 +29,18 @@ an input folder is refused, and outputs that exist already are kept unless
 Detections: scores >= --threshold (default 0.3), at most --topk per image,
 then a per-class non-maximum suppression at IoU --nms (default 0.7; 0 turns it
 off and gives exactly the model's detections, as `main.py --eval` scores them).
+
+Large images: --slice WxH runs the model on overlapping tiles (--overlap, a
+fraction of a tile) plus the whole image and merges the boxes (--merge nmm: box
+merging, default; nms), --batch_size tiles at a time (util/slicing.py).
+
+Tracking: --track gives each object a track id that follows it from frame to
+frame (--tracker bytetrack, default; sort, ocsort, botsort: the `trackers`
+library), on videos and on folders of frames (one sequence per folder, frames
+in name order at --fps). Per sequence it writes OUT/NAME.mp4 with ids, class
+names and scores drawn, OUT/NAME.mot.txt (MOTChallenge text, to score with
+`trackers eval`) and the per-frame detections with "track_ids" in
+detections.json. A corrupt frame is reported and skipped.
 """
 from __future__ import annotations
 
@@ -76,14 +93,14 @@ def plan_outputs(inputs: Sequence[str], output_dir: str, overwrite: bool) -> Dic
     out_real = os.path.realpath(output_dir)
     input_real = {os.path.realpath(p) for p in inputs}
     for path in inputs:
-        if os.path.realpath(os.path.dirname(os.path.abspath(path))) == out_real:
+        if os.path.realpath(os.path.dirname(os.path.abspath(path))) == out_real or os.path.realpath(path) == out_real:
             raise ToolError(f"--output_dir {output_dir} holds the input {path}; write the results to another "
                             f"folder so no input can be replaced")
     planned: Dict[str, str] = {}
     used = set(input_real) | {os.path.join(out_real, "detections.json")}
     for path in inputs:
         stem, ext = os.path.splitext(os.path.basename(path))
-        suffix = ".mp4" if is_video(path) else ".png"
+        suffix = ".mp4" if is_video(path) or os.path.isdir(path) else ".png"  # a folder: a sequence (--track)
         base = f"{stem}_{ext.lstrip('.').lower()}" if ext else stem
         name, k = base + suffix, 1
         while os.path.join(out_real, name) in used:
@@ -178,6 +195,11 @@ def run(detector, inputs: Sequence[str], outputs: Dict[str, str], opts) -> Tuple
     for path in tqdm(inputs, desc="inference", unit="file", disable=opts.quiet or len(inputs) < 2):
         out_path = None if opts.no_images else outputs[path]
         try:
+            if opts.track:
+                from tools.inference_use import track_sequence
+                done.append(track_sequence(detector, path, out_path, outputs[path], opts,
+                                           lambda f: load_image(f, bool(opts.onnx)), IMAGE_EXTENSIONS))
+                continue
             work = detect_video if is_video(path) else detect_image
             done.append(work(detector, path, out_path, opts))
         except OutputError:
@@ -195,9 +217,10 @@ def run(detector, inputs: Sequence[str], outputs: Dict[str, str], opts) -> Tuple
 
 
 def build_detector(opts):
-    """The PyTorch Detector, or the ONNX Runtime one for --onnx."""
+    """The PyTorch Detector, or the ONNX Runtime one for --onnx (on tiles for --slice)."""
+    from tools.inference_use import sliced
     if opts.onnx:
-        return build_onnx_detector(opts)
+        return sliced(build_onnx_detector(opts), opts)
     from detector import Detector
     detector = Detector.from_checkpoint(opts.checkpoint, config=opts.config_file, options=opts.options,
                                         device=opts.device, use_ema=opts.use_ema, amp=opts.amp,
@@ -207,7 +230,7 @@ def build_detector(opts):
     if not opts.quiet:
         print(f"model: {opts.checkpoint} (settings from {detector.settings_source}); "
               f"{len(detector.category_names)} class names", file=sys.stderr)
-    return detector
+    return sliced(detector, opts)
 
 
 def build_onnx_detector(opts):
@@ -287,6 +310,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--use-ema", "--use_ema", dest="use_ema", action="store_true", help="the EMA weights")
     p.add_argument("--category-names", "--category_names", dest="category_names",
                    help="COCO json naming the classes (default: the names recorded in the checkpoint)")
+    from tools.inference_use import add_use_arguments
+    add_use_arguments(p)  # --slice, --track
     p.add_argument("--no-images", action="store_true", help="write only detections.json")
     p.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier run in --output_dir")
     p.add_argument("--quiet", action="store_true", help="no progress display")
@@ -308,6 +333,8 @@ def check_values(opts) -> None:
         raise ToolError(f"--topk {opts.topk}: keep at least 1 detection per image (default 100)")
     if not 0.0 <= opts.nms <= 1.0:
         raise ToolError(f"--nms {opts.nms}: an IoU threshold lies in [0, 1] (0 turns NMS off; default 0.7)")
+    from tools.inference_use import check_use_values
+    check_use_values(opts)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
@@ -322,8 +349,12 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
             detector_config(get_entry(opts.model))  # an unknown name or a backbone: one line, before any work
             opts.checkpoint = opts.model
     check_values(opts)
-    inputs = collect_inputs(opts.images)
+    from tools import inference_use as use
+    inputs = (use.collect_sequences(opts.images, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS) if opts.track
+              else collect_inputs(opts.images))
     outputs = plan_outputs(inputs, opts.output_dir, opts.overwrite)
+    if opts.track:
+        use.check_mot_outputs(outputs, opts)
     from util.atomic import prepare_output_dir
     prepare_output_dir(opts.output_dir)  # a folder this run can write in, before the model is loaded
     try:
@@ -337,7 +368,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     done, skipped = run(detector, inputs, outputs, opts)
     source = opts.model or os.path.abspath(opts.checkpoint or opts.onnx)
     payload = {"checkpoint": source, "threshold": opts.threshold,
-               "nms": opts.nms, "topk": opts.topk,
+               "nms": opts.nms, "topk": opts.topk, **use.use_settings(opts),
                "category_names": {str(k): v for k, v in detector.category_names.items()},
                "detections": done, "skipped": skipped}
     json_path = os.path.join(opts.output_dir, "detections.json")
@@ -363,7 +394,8 @@ def _loaded_error_classes(*places: Tuple[str, str]) -> tuple:
 
 PEOPLE_ERRORS = (("util.slconfig", "ConfigError"), ("util.checkpoint", "CheckpointError"),
                  ("util.atomic", "OutputError"), ("util.weights_io", "CheckpointError"),
-                 ("models.dino.config_checks", "UnsupportedConfigError"), ("datasets.validation", "DatasetError"))
+                 ("models.dino.config_checks", "UnsupportedConfigError"), ("datasets.validation", "DatasetError"),
+                 ("tools.inference_use", "UseError"))
 
 
 def run_cli(argv: Optional[Sequence[str]] = None) -> int:

@@ -136,8 +136,10 @@ def draw_detections(
     line_width: Optional[int] = None,
     font_size: Optional[int] = None,
     dashed: bool = False,
+    track_ids: Optional[Sequence[int]] = None,
 ) -> Image.Image:
-    """Return a copy of `image` (RGB, same size) with boxes and 'name score' labels drawn.
+    """Return a copy of `image` (RGB, same size) with boxes and 'name score' labels drawn
+    ('#id name score' for boxes with a track id >= 0 in `track_ids`).
 
     boxes: xyxy in pixels of `image`; labels: class ids; scores: optional, one per box.
     Lists, numpy arrays and tensors are accepted. All boxes are drawn first, then
@@ -147,9 +149,9 @@ def draw_detections(
     if isinstance(image, str):
         image = Image.open(image)
     img = image.convert("RGB").copy()
-    boxes, labels, scores = _as_list(boxes), _as_list(labels), _as_list(scores)
-    if len(boxes) != len(labels) or (scores and len(scores) != len(boxes)):
-        raise ValueError(f"got {len(boxes)} boxes, {len(labels)} labels, {len(scores)} scores")
+    boxes, labels, scores, ids = _as_list(boxes), _as_list(labels), _as_list(scores), _as_list(track_ids)
+    if len(boxes) != len(labels) or (scores and len(scores) != len(boxes)) or (ids and len(ids) != len(boxes)):
+        raise ValueError(f"got {len(boxes)} boxes, {len(labels)} labels, {len(scores)} scores, {len(ids)} track ids")
     w, h = img.size
     auto_lw, auto_font = drawing_sizes(w, h)
     lw = line_width or auto_lw
@@ -172,6 +174,8 @@ def draw_detections(
     for i, rect in reversed(rects):  # most confident label placed first
         color = color_for_label(labels[i], names.get(int(labels[i])))
         text = label_text(labels[i], scores[i] if scores else None, category_names)
+        if ids and int(ids[i]) >= 0:
+            text = f"#{int(ids[i])} {text}"
         tw, th = _text_size(draw, text, font)
         spot = place_label(rect, (tw + 2 * pad, th + 2 * pad), (w, h), taken)
         taken.append(spot)
