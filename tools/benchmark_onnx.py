@@ -34,6 +34,8 @@ def build(config: str, options) -> torch.nn.Module:
     cfg, _ = load_config(args)
     apply_config(cfg, args)
     args.device = "cpu"
+    from tools.benchmark_model import set_coco_class_counts
+    set_coco_class_counts(args)
     torch.manual_seed(0)
     model, _, _ = build_model_main(args)
     return model.eval()

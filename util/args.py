@@ -34,6 +34,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset_file", default="coco")
     parser.add_argument("--coco_path", type=str, default=None,
                         help="COCO-format root with train2017/, val2017/ and annotations/")
+    parser.add_argument("--data", type=str, default=None, metavar="PATH",
+                        help="your dataset as exported, format recognised: COCO json (COCO 2017, Roboflow or CVAT "
+                             "layout), YOLO (data.yaml), Pascal VOC or LabelMe (README, 'Your own data')")
+    parser.add_argument("--val_split", type=float, default=None, metavar="FRACTION",
+                        help="for data without a validation split: hold out this fraction of the training images "
+                             "(e.g. 0.1; chosen by --seed, written to OUTPUT_DIR/val_split.json)")
     parser.add_argument("--fix_size", action="store_true", help="train at a single fixed size")
 
     # run
