@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from .class_counts import settle_class_counts
+from .doctor import scan_split, summary_line
 from .errors import DatasetError
 from .formats import DatasetSource, LoadedSplit, open_dataset
 from .formats.coco_layouts import coco2017_source
@@ -51,6 +52,19 @@ def open_run_source(args: argparse.Namespace) -> DatasetSource:
     return coco2017_source(root, require_all=True)
 
 
+def check_data_path(args: argparse.Namespace) -> None:
+    """A one-line DatasetError when neither --data nor --coco_path names an existing folder."""
+    path = getattr(args, "coco_path", None)
+    if getattr(args, "data", None):
+        return
+    if not path:
+        raise DatasetError("no dataset given: point --data at your dataset's folder (COCO, YOLO, Pascal VOC or "
+                           "LabelMe, as exported), or --coco_path at a COCO 2017 layout.")
+    if not os.path.isdir(path):
+        raise DatasetError(f"--coco_path {os.path.abspath(path)} does not exist or is not a folder (it must hold "
+                           f"train2017/, val2017/ and annotations/; --data reads other layouts).")
+
+
 def split_name(source: DatasetSource, image_set: str) -> str:
     """The split of `source` that `image_set` reads ('test' falls back to 'val', as the original)."""
     name = ALIASES.get(image_set, image_set)
@@ -65,6 +79,7 @@ def split_name(source: DatasetSource, image_set: str) -> str:
 def prepare_run_data(args: argparse.Namespace, training: bool) -> RunData:
     """Find and read the run's data; sets args.num_classes / dn_labelbook_size when 'auto' and
     args.data_format (see module doc)."""
+    check_data_path(args)
     source = open_run_source(args)
     data = RunData(source, {}, notes=[f"data: {source.describe()}"])
     fraction = getattr(args, "val_split", None)
@@ -80,6 +95,9 @@ def prepare_run_data(args: argparse.Namespace, training: bool) -> RunData:
     if fraction and data.val_record is None:
         raise DatasetError(f"--val_split {fraction}: {source.root} has its own validation split; leave --val_split "
                            f"out (it only makes one for data that has none).")
+    for name in ("train", "val", "test"):
+        if name in data.splits and not (name == "test" and data.splits[name] is data.splits.get("val")):
+            data.notes.append(summary_line(scan_split(data.splits[name])))
     line = settle_class_counts(args, list(data.splits.values()))
     if line:
         data.notes.append(line)

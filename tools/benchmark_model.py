@@ -83,6 +83,7 @@ def parse_args(argv=None):
 
 
 def merge_config(args):
+    from util.args import fill_auto_class_counts
     from util.slconfig import SLConfig
 
     cfg = SLConfig.fromfile(args.config_file)
@@ -95,16 +96,8 @@ def merge_config(args):
         args.use_ema = False
     if not getattr(args, "debug", None):
         args.debug = False
-    set_coco_class_counts(args)
+    fill_auto_class_counts(args)  # 'auto' (set from the data when training): the COCO model's 91
     return args
-
-
-def set_coco_class_counts(args) -> None:
-    """Class counts left 'auto' (set from the data when training) are COCO's: the benchmarks measure
-    the COCO model (largest category id 90 + 1 = 91)."""
-    for key in ("num_classes", "dn_labelbook_size"):
-        if getattr(args, key, None) == "auto":
-            setattr(args, key, 91)
 
 
 def make_targets(n_images, n_boxes, num_classes, device, seed=0):

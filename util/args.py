@@ -129,6 +129,17 @@ def args_from_config(config_file: str, options: Optional[Mapping[str, Any]] = No
     return args
 
 
+COCO_CLASS_COUNT = 91  # what 'auto' gives on COCO 2017: largest category id 90 + 1
+
+
+def fill_auto_class_counts(args: argparse.Namespace, value: int = COCO_CLASS_COUNT) -> None:
+    """num_classes / dn_labelbook_size left 'auto' (main.py sets them from the data) set to `value`,
+    for models built with neither data nor a checkpoint: the benchmarks and tests of the COCO model."""
+    for key in ("num_classes", "dn_labelbook_size"):
+        if getattr(args, key, None) == "auto":
+            setattr(args, key, value)
+
+
 def resolve_output_dir(output_dir: str) -> str:
     """`%j` (the original scripts' Slurm job id placeholder) becomes $SLURM_JOB_ID when set."""
     if output_dir and "%j" in output_dir and os.environ.get("SLURM_JOB_ID"):

@@ -5,6 +5,7 @@
     Roboflow       {train,valid,test}/_annotations.coco.json beside the images
     CVAT and       annotations/instances_<subset>.json (CVAT's single subset is 'default'),
     others         images in images/<subset>/, images/, <subset>/ or beside annotations/
+    one .json      its images where its info.image_root says (tools/convert_dataset.py), or as above
 
 Category ids and names are the json's own; nothing is renumbered.
 """
@@ -105,6 +106,9 @@ def find_image_folder(root: str, ann_file: str, split: str, data: dict) -> str:
     subset = subset[len("instances_"):] if subset.startswith("instances_") else subset
     candidates: List[str] = [os.path.join(root, "images", subset), os.path.join(root, "images"),
                              os.path.join(root, subset), os.path.join(root, split), root]
+    recorded = (data.get("info") or {}).get("image_root") if isinstance(data.get("info"), dict) else None
+    if isinstance(recorded, str) and os.path.isdir(recorded):  # written by tools/convert_dataset.py
+        candidates.insert(0, recorded)
     names = [img.get("file_name") for img in data.get("images", [])[:5] if isinstance(img, dict)]
     names = [n for n in names if isinstance(n, str) and n]
     if not names:
