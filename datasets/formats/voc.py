@@ -52,7 +52,8 @@ def read_voc_xml(path: str) -> VocFile:
         root = parse(path).getroot()
     except ParseError as exc:
         line, col = getattr(exc, "position", (0, 0))
-        raise DatasetError(f"{path}, line {line}, column {col}: not well-formed XML ({exc}); re-export it.") from None
+        reason = str(exc).rsplit(": line", 1)[0]
+        raise DatasetError(f"{path}, line {line}, column {col}: not well-formed XML ({reason}); re-export it.") from None
     except DefusedXmlException as exc:
         raise DatasetError(f"{path}: refused ({type(exc).__name__}: entities or DTDs are not read).") from None
     except OSError as exc:
