@@ -4,7 +4,7 @@
 Examples::
 
     python tools/check_dataset.py data/synthetic_shapes
-    python tools/check_dataset.py data/synthetic_shapes --out check_shapes -c config/DINO/DINO_demo.py --decode
+    python tools/check_dataset.py data/synthetic_shapes --out check_shapes --decode --options num_classes=6
 
 PATH is a dataset as --data reads it (COCO json in the COCO 2017, Roboflow or CVAT layout, YOLO,
 Pascal VOC or LabelMe). For every split it prints per class the images and boxes, and each kind
