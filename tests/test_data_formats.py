@@ -30,9 +30,21 @@ def layouts(tmp_path_factory):
     root = tmp_path_factory.mktemp("layouts")
     generate_synthetic_coco(str(root / "coco"), num_train=6, num_val=3, min_size=64, max_size=96, empty_prob=0.2,
                             seed=3)
+    box_areas(root / "coco")
     for layout in LAYOUTS[1:]:
         write_layout(str(root / "coco"), str(root / layout), layout)
     return root
+
+
+def box_areas(coco_root) -> None:
+    """The json's 'area' (the shapes' pixel counts) made the box area: YOLO, VOC and LabelMe have no area,
+    so their COCO ground truth has box areas, and COCO's small / medium / large ranges then agree."""
+    for split in ("train", "val"):
+        path = coco_root / "annotations" / f"instances_{split}2017.json"
+        data = json.loads(path.read_text())
+        for ann in data["annotations"]:
+            ann["area"] = float(ann["bbox"][2] * ann["bbox"][3])
+        path.write_text(json.dumps(data))
 
 
 def run_args(path, **kw) -> argparse.Namespace:
@@ -242,3 +254,36 @@ def test_convert_tool_and_nothing_written_into_the_dataset(layouts, tmp_path, ca
         for split in ("train", "val"):
             prepare_run_data(run_args(layouts / layout, output_dir=str(tmp_path / "o")), training=True)
     assert {layout: _tree(layouts / layout) for layout in LAYOUT_WORDS} == before
+
+
+@pytest.mark.parametrize("layout", list(LAYOUT_WORDS))
+def test_coco_evaluation_gives_the_same_ap_on_every_layout(layouts, layout):
+    """The same detections (the val boxes moved a little, in falling score, plus false positives) get the
+    same 12 COCO numbers against each layout's ground truth as against the COCO json."""
+    from datasets.coco_eval import CocoEvaluator
+
+    def stats(path):
+        args = run_args(path, eval=True)
+        ds = build_dataset("val", args, prepare_run_data(args, training=False))
+        cat_of = {c["name"]: c["id"] for c in ds.coco.dataset["categories"]}
+        name_of = {c["id"]: c["name"] for c in ref.coco.dataset["categories"]}
+        evaluator = CocoEvaluator(ds.coco)
+        for i, image_id in enumerate(ds.ids):
+            info = ref.coco.imgs[ref.ids[i]]
+            t = ref.prepare_target(ref.ids[i], info["width"], info["height"])
+            shift = torch.tensor([[1.0, -1.0, 2.0, 1.0]]) * (torch.arange(len(t["boxes"]))[:, None] % 3)
+            boxes = torch.cat([t["boxes"] + shift, torch.tensor([[0.0, 0.0, 12.0, 9.0]])])
+            labels = [cat_of[name_of[int(c)]] for c in t["labels"]] + [cat_of["circle"]]
+            scores = torch.linspace(0.9, 0.1, len(boxes))
+            evaluator.update({image_id: {"boxes": boxes, "labels": torch.tensor(labels), "scores": scores}})
+        evaluator.accumulate()
+        import contextlib
+        import io
+        with contextlib.redirect_stdout(io.StringIO()):
+            evaluator.summarize()
+        return torch.tensor(evaluator.coco_eval["bbox"].stats)
+
+    ref_args = run_args(layouts / "coco", eval=True)
+    ref = build_dataset("val", ref_args, prepare_run_data(ref_args, training=False))
+    want, got = stats(layouts / "coco"), stats(layouts / layout)
+    assert want[0] > 0.2 and torch.equal(want, got), (want, got)
