@@ -268,8 +268,9 @@ def check_image_files(scan: SplitScan, decode: bool = False, exif: str = "auto",
         size = (int(round(w)), int(round(h))) if isinstance(w, (int, float)) and isinstance(h, (int, float)) else None
         return image_id, img, _probe(os.path.join(scan.image_root, str(img.get("file_name"))), size, decode, exif)
 
+    chunks = [items[i:i + 256] for i in range(0, len(items), 256)]  # one future per 256 images
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        results = pool.map(one, items, chunksize=32)
+        results = (r for part in pool.map(lambda chunk: [one(item) for item in chunk], chunks) for r in part)
         for image_id, img, (kind, reason) in (progress(results, len(items)) if progress else results):
             if kind:
                 scan.add(kind, f"{img.get('file_name')}: {reason}" if kind != "missing_image"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from PIL import Image
 
@@ -115,18 +115,29 @@ def image_size(path: str) -> Tuple[int, int]:
     return int(w), int(h)
 
 
-def image_sizes(paths: List[str], threads: int = 8) -> List[Optional[Tuple[int, int]]]:
-    """image_size of each path (None where it cannot be read), a few files at a time (header reads
-    are I/O bound)."""
-    def one(path: str) -> Optional[Tuple[int, int]]:
-        try:
-            return image_size(path)
-        except Exception:  # noqa: BLE001 - any broken file: reported by the caller as unreadable
-            return None
-    if len(paths) < 64:
-        return [one(p) for p in paths]
+def threaded_map(fn: Callable[[Any], Any], items: List[Any], threads: int = 8) -> List[Any]:
+    """[fn(item) for item in items], a few big chunks at a time in threads (for file reads, which
+    wait on the disk with the GIL released)."""
+    if len(items) < 64:
+        return [fn(item) for item in items]
+    step = (len(items) + threads - 1) // threads
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(one, paths, chunksize=64))
+        parts = pool.map(lambda chunk: [fn(item) for item in chunk], [items[i:i + step] for i in
+                                                                       range(0, len(items), step)])
+        return [out for part in parts for out in part]
+
+
+def try_image_size(path: str) -> Optional[Tuple[int, int]]:
+    """image_size, or None where the file cannot be read."""
+    try:
+        return image_size(path)
+    except Exception:  # noqa: BLE001 - any broken file: reported by the caller as unreadable
+        return None
+
+
+def image_sizes(paths: List[str]) -> List[Optional[Tuple[int, int]]]:
+    """try_image_size of each path (header reads, in threads)."""
+    return threaded_map(try_image_size, paths)
 
 
 def list_images(folder: str, recursive: bool = True) -> List[str]:
@@ -175,6 +186,8 @@ def class_order(root: str, found: Iterable[str], where: str) -> List[str]:
 
 
 def relpath(path: str, root: str) -> str:
+    if path.startswith(root + os.sep):  # the common case, without os.path.relpath's cost
+        return path[len(root) + 1:].replace(os.sep, "/")
     return os.path.relpath(path, root).replace(os.sep, "/")
 
 

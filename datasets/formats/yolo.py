@@ -18,7 +18,8 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import DatasetError
-from .common import DatasetSource, FormatNotes, LoadedSplit, category_list, image_sizes, list_images, relpath
+from .common import (DatasetSource, FormatNotes, LoadedSplit, category_list, list_images, relpath, threaded_map,
+                     try_image_size)
 
 YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
 
@@ -157,20 +158,21 @@ class YoloSource(DatasetSource):
     def _read(self, split: str) -> LoadedSplit:
         paths = self._image_paths(split)
         notes = FormatNotes()
-        sizes = image_sizes(paths)
+        # the disk reads (image headers, label files) in threads; the parsing here
+        files = threaded_map(lambda p: (try_image_size(p), read_text(label_path(p))), paths)
         images, annotations = [], []
         categories = category_list(self.names)
-        for image_id, (path, size) in enumerate(zip(paths, sizes), start=1):
+        for image_id, (path, (size, text)) in enumerate(zip(paths, files), start=1):
             label = label_path(path)
             entry: Dict[str, Any] = {"id": image_id, "file_name": relpath(path, self.root),
                                      "source": relpath(label, self.root)}
-            if not os.path.exists(path):
+            if size is None and not os.path.exists(path):
                 notes.missing_images.add(relpath(path, self.root))
             elif size is None:
                 notes.unreadable_images.add(relpath(path, self.root))
             else:
                 entry["width"], entry["height"] = size
-                for line_no, cls, box in read_label_file(label, len(self.names)):
+                for line_no, cls, box in parse_label_text(text, label, len(self.names)):
                     annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cls,
                                         "bbox": to_pixels(box, size), "iscrowd": 0, "line": line_no})
             images.append(entry)
@@ -203,25 +205,38 @@ def to_pixels(box: Tuple[float, float, float, float], size: Tuple[int, int]) -> 
     return [(cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height]
 
 
-def read_label_file(path: str, num_classes: int) -> List[Tuple[int, int, Tuple[float, float, float, float]]]:
-    """(line number, class, normalised cx cy w h) per object of a YOLO .txt ([] when it does not exist);
-    DatasetError naming the file and line for anything else."""
+def read_text(path: str) -> Any:
+    """The text of a label file; None when it does not exist, the exception when it cannot be read."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8")
     except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        return exc
+
+
+def parse_label_text(text: Any, path: str, num_classes: int) -> List[Tuple[int, int, Tuple[float, float, float, float]]]:
+    """(line number, class, normalised cx cy w h) per object of a YOLO .txt as read_text gave it ([] when
+    the file does not exist); DatasetError naming the file and line for anything else."""
+    if text is None:
         return []
-    except UnicodeDecodeError:
+    if isinstance(text, UnicodeDecodeError):
         raise DatasetError(f"{path} is not text (not UTF-8); a YOLO label file has one "
-                           f"'class x_center y_center width height' per line.") from None
-    except OSError as exc:
-        raise DatasetError(f"{path} cannot be read: {exc.strerror or exc}.") from None
+                           f"'class x_center y_center width height' per line.")
+    if isinstance(text, OSError):
+        raise DatasetError(f"{path} cannot be read: {text.strerror or text}.")
     out = []
     for line_no, line in enumerate(text.splitlines(), start=1):
         tokens = line.split()
         if tokens:
             out.append((line_no, *parse_line(tokens, path, line_no, num_classes)))
     return out
+
+
+def read_label_file(path: str, num_classes: int) -> List[Tuple[int, int, Tuple[float, float, float, float]]]:
+    """parse_label_text of the file at `path`."""
+    return parse_label_text(read_text(path), path, num_classes)
 
 
 def parse_line(tokens: List[str], path: str, line_no: int, num_classes: int):
