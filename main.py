@@ -1,7 +1,9 @@
-"""Train and evaluate DINO: `python main.py -c CONFIG --coco_path DIR [--options k=v ...]`.
+"""Train and evaluate DINO: `python main.py -c CONFIG --data DIR [--options k=v ...]`.
 
-The run, top to bottom (`_main`): settings (util/args.py: the command line, the
-config file and --options), the output folder and log, the model
+--data reads a dataset as exported (COCO json, YOLO, Pascal VOC, LabelMe; datasets/formats);
+--coco_path the COCO 2017 layout, as the original. The run, top to bottom (`_main`): settings
+(util/args.py: the command line, the config file and --options; the data found and read,
+class counts 'auto' set from it: datasets/run_data.py), the output folder and log, the model
 (models/registry.py), optimizer and data (datasets/loaders.py), the weights
 (--resume, automatic resumption from output_dir/checkpoint.pth,
 --pretrain_model_path, or the backbone's ImageNet weights), then --test,
