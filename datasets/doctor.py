@@ -10,7 +10,6 @@ tools/check_dataset.py prints it and writes report.json and a picture grid (data
 """
 from __future__ import annotations
 
-import math
 import os
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor

@@ -7,7 +7,6 @@ import math
 import os
 import shutil
 
-import pytest
 from PIL import Image
 
 from helpers_coco import ann_entry, image_entry, write_image, write_split

@@ -287,3 +287,9 @@ def test_coco_evaluation_gives_the_same_ap_on_every_layout(layouts, layout):
     ref = build_dataset("val", ref_args, prepare_run_data(ref_args, training=False))
     want, got = stats(layouts / "coco"), stats(layouts / layout)
     assert want[0] > 0.2 and torch.equal(want, got), (want, got)
+
+
+def test_browse_dataset_reads_data(layouts, tmp_path, capsys):
+    from tools import browse_dataset
+    assert browse_dataset.run(["--data", str(layouts / "yolo"), "--split", "val", "--out", str(tmp_path / "b")]) == 0
+    assert len(list((tmp_path / "b").rglob("*.png"))) == 3
