@@ -93,8 +93,8 @@ def settle_settings(args):
     cfg, ignored_options = load_config(args)
     apply_config(cfg, args)
     check_run_flags(args)
-    if args.output_dir:  # outputs before inputs: a folder this run can write in (OutputError naming it)
-        from util.atomic import prepare_output_dir
+    if args.output_dir and not os.path.isdir(args.output_dir):  # outputs before inputs (setup_run_output
+        from util.atomic import prepare_output_dir            # checks an existing folder, its leftovers logged)
         prepare_output_dir(args.output_dir)
     data = prepare_run_data(args, training=not (args.eval or args.test))
     for key in ("num_classes", "dn_labelbook_size"):  # config_cfg.py states the numbers the run uses
