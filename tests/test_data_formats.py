@@ -192,6 +192,10 @@ def test_cvat_default_subset_and_val_split(layouts, tmp_path):
     assert val(again) == val(a) and "read from val_split.json" in " ".join(again.notes)
     with pytest.raises(DatasetError, match="has its own validation split"):
         prepare_run_data(run_args(layouts / "yolo", val_split=0.1), training=True)
+    from tools import convert_dataset  # the same split as main.py with the same seed
+    assert convert_dataset.run([str(root), str(tmp_path / "json"), "--val_split", "0.34", "--seed", "42"]) == 0
+    written = json.loads((tmp_path / "json" / "instances_val.json").read_text())
+    assert sorted(i["file_name"] for i in written["images"]) == val(b)
 
 
 def test_class_counts_auto_and_explicit(layouts):
@@ -293,3 +297,27 @@ def test_browse_dataset_reads_data(layouts, tmp_path, capsys):
     from tools import browse_dataset
     assert browse_dataset.run(["--data", str(layouts / "yolo"), "--split", "val", "--out", str(tmp_path / "b")]) == 0
     assert len(list((tmp_path / "b").rglob("*.png"))) == 3
+
+
+def _doc_commands(module, script: str):
+    import shlex
+    text = module.__doc__.replace("\\\n", " ")
+    return [shlex.split(line.strip())[2:] for line in text.splitlines() if line.strip().startswith(f"python {script}")]
+
+
+def test_help_examples_of_convert_dataset_and_the_layout_generator_run_as_written(tmp_path, monkeypatch, capsys):
+    """make_synthetic_coco's --layout example (the demo's own, 600 images, is left to scripts/demo.sh), then
+    convert_dataset's examples on it and on a miniature of the demo's data/synthetic_shapes."""
+    from datasets.synthetic import generate_synthetic_coco
+    from tools import convert_dataset
+    from tools import make_synthetic_coco
+    generate_synthetic_coco(str(tmp_path / "data" / "synthetic_shapes"), num_train=2, num_val=1, min_size=64,
+                            max_size=64, seed=0)
+    monkeypatch.chdir(tmp_path)
+    layout = [a for a in _doc_commands(make_synthetic_coco, "tools/make_synthetic_coco.py") if "--layout" in a]
+    assert len(layout) == 1
+    make_synthetic_coco.main(layout[0])
+    assert open_dataset(str(tmp_path / "data" / "synthetic_yolo")).format == "yolo"
+    examples = _doc_commands(convert_dataset, "tools/convert_dataset.py")
+    assert len(examples) == 2 and all(convert_dataset.run(argv) == 0 for argv in examples)
+    assert (tmp_path / "coco_json_yolo" / "instances_val.json").is_file()

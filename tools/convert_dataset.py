@@ -5,7 +5,7 @@ LabelMe) as COCO json files: DST/instances_<split>.json, one per split.
 Examples::
 
     python tools/convert_dataset.py data/synthetic_shapes coco_json
-    python tools/convert_dataset.py data/synthetic_shapes coco_json_split --val_split 0.1 --seed 42
+    python tools/convert_dataset.py data/synthetic_yolo coco_json_yolo
 
 Training needs no conversion (main.py --data reads the dataset as it is, converting in memory);
 this is for other tools that want the file. Category ids and names are the dataset's own (YOLO,
