@@ -1,7 +1,9 @@
-"""Train and evaluate DINO: `python main.py -c CONFIG --coco_path DIR [--options k=v ...]`.
+"""Train and evaluate DINO: `python main.py -c CONFIG --data DIR [--options k=v ...]`.
 
-The run, top to bottom (`_main`): settings (util/args.py: the command line, the
-config file and --options), the output folder and log, the model
+--data reads a dataset as exported (COCO json, YOLO, Pascal VOC, LabelMe; datasets/formats);
+--coco_path the COCO 2017 layout, as the original. The run, top to bottom (`_main`): settings
+(util/args.py: the command line, the config file and --options; the data found and read,
+class counts 'auto' set from it: datasets/run_data.py), the output folder and log, the model
 (models/registry.py), optimizer and data (datasets/loaders.py), the weights
 (--resume, automatic resumption from output_dir/checkpoint.pth,
 --pretrain_model_path, or the backbone's ImageNet weights), then --test,
@@ -59,11 +61,11 @@ def _main(args):
     from util import misc as utils
     from util.seeding import seed_everything
 
-    cfg, ignored_options, raw_args = settle_settings(args)
+    cfg, ignored_options, raw_args, data = settle_settings(args)
     logger = setup_run_output(args, cfg, ignored_options, raw_args)
     device = run_device(args)
     seed_everything(args.seed + utils.get_rank())
-    run = build_run(args, device, logger)
+    run = build_run(args, device, logger, data)
     checkpoint, resume_path = load_run_weights(args, run, logger)
     if not run.training:  # inference only from here: folded batch norm, channels_last
         from models.dino.inference_prep import prepare_for_inference
@@ -81,23 +83,31 @@ def _main(args):
 # settings and output
 # --------------------------------------------------------------------------- #
 def settle_settings(args):
-    """The config merged onto args, the data path and the flags checked; returns (cfg, the
-    legacy --options that were ignored, args as given on the command line)."""
-    from datasets.loaders import check_coco_path
+    """The config merged onto args, the data found and read (num_classes / dn_labelbook_size set
+    where 'auto'), the flags checked; returns (cfg, the legacy --options that were ignored, args as
+    given on the command line, the run's data: datasets/run_data.RunData)."""
+    from datasets.run_data import prepare_run_data
 
     args.output_dir = resolve_output_dir(args.output_dir)
     raw_args = dict(vars(args))
     cfg, ignored_options = load_config(args)
     apply_config(cfg, args)
-    check_coco_path(args)
     check_run_flags(args)
-    return cfg, ignored_options, raw_args
+    if args.output_dir and not os.path.isdir(args.output_dir):  # outputs before inputs (setup_run_output
+        from util.atomic import prepare_output_dir            # checks an existing folder, its leftovers logged)
+        prepare_output_dir(args.output_dir)
+    data = prepare_run_data(args, training=not (args.eval or args.test))
+    for key in ("num_classes", "dn_labelbook_size"):  # config_cfg.py states the numbers the run uses
+        cfg[key] = getattr(args, key)
+    return cfg, ignored_options, raw_args, data
 
 
 def check_run_flags(args) -> None:
     """Flags that need another flag or an optional package: stop before anything is built."""
     from util.slconfig import ConfigError
 
+    if args.data and args.coco_path:
+        raise ConfigError("--data and --coco_path both given; pass one (--data reads COCO 2017 layouts too).")
     if args.finetune_class_map and not args.pretrain_model_path:
         raise ConfigError("--finetune_class_map needs --pretrain_model_path (the checkpoint whose classes it maps).")
     if args.evaluator == "faster":
@@ -181,18 +191,21 @@ class Run:
     n_parameters: int
 
 
-def build_run(args, device: torch.device, logger) -> Run:
-    """Model (wrapped in DDP for multi-process training), EMA, optimizer, AMP scaler, loaders,
-    lr schedule and the val set's COCO ground truth."""
+def build_run(args, device: torch.device, logger, data) -> Run:
+    """Model (wrapped in DDP for multi-process training), EMA, optimizer, AMP scaler, loaders of
+    `data` (settle_settings), lr schedule and the val set's COCO ground truth."""
     from datasets import get_coco_api_from_dataset
     from datasets.coco import category_ids_of
     from datasets.loaders import build_loaders
+    from datasets.run_data import record_run_data
     from engine import make_grad_scaler
     from util.ema import ModelEma
     from util.get_param_dicts import build_optimizer, describe_param_groups
     from util.lr_scheduler import build_lr_scheduler
+    from util import misc as utils
     from util.metric_logger import BestMetricHolder
 
+    record_run_data(data, args.output_dir, logger.info, utils.is_main_process())
     model, criterion, postprocessors = build_model_main(args)
     model.to(device)
     if args.compile:  # in place: the state dict and checkpoints are the same as without it
@@ -211,7 +224,7 @@ def build_run(args, device: torch.device, logger) -> Run:
     optimizer = build_optimizer(args, model_without_ddp)
     logger.info("optimizer param groups:\n%s", describe_param_groups(optimizer))
 
-    loaders = build_loaders(args, train=training, image_set_val="test" if args.test else "val")
+    loaders = build_loaders(args, train=training, image_set_val="test" if args.test else "val", data=data)
     # contiguous class ids (detrex): labels 0..K-1 stand for these ids (kept in checkpoints), and
     # detections carry the json's ids
     args.label_to_category_id = category_ids_of(loaders["dataset_val"])

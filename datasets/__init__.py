@@ -1,6 +1,6 @@
 """COCO-format detection data: dataset, transforms, checks and COCO evaluation.
 
-    build_dataset(image_set, args)      -> CocoDetection ('train', 'val', 'test', ...)
+    build_dataset(image_set, args)      -> CocoDetection ('train', 'val', 'test', ...) of --data / --coco_path
     get_coco_api_from_dataset(dataset)  -> pycocotools COCO ground truth
     verify_images(dataset)              -> decode every image; DatasetError listing bad ones
     DatasetError                        -> raised for dataset problems; message meant for people
@@ -35,10 +35,11 @@ def get_coco_api_from_dataset(dataset):
     return coco
 
 
-def build_dataset(image_set: str, args):
-    """Build `image_set` of the dataset named by `args.dataset_file` (only 'coco': any COCO-format data)."""
+def build_dataset(image_set: str, args, data=None):
+    """Build `image_set` of the dataset named by `args.dataset_file` (only 'coco': COCO-format data, which
+    every format of datasets/formats becomes in memory); `data`: the run's run_data.RunData."""
     dataset_file = getattr(args, "dataset_file", None) or "coco"
     if dataset_file == "coco":
-        return build_coco(image_set, args)
-    raise DatasetError(f"dataset_file {dataset_file!r} is not supported; use 'coco' (any dataset in COCO "
-                       f"format, laid out as COCO 2017 under --coco_path).")
+        return build_coco(image_set, args, data)
+    raise DatasetError(f"dataset_file {dataset_file!r} is not supported; use 'coco' and point --data at the "
+                       f"dataset (COCO, YOLO, Pascal VOC or LabelMe).")

@@ -1,8 +1,9 @@
 """COCO-format detection dataset.
 
-`build(image_set, args)` reads `<coco_path>/annotations/instances_<set>2017.json`
-and the images under `<coco_path>/<set>2017/`, checks them (see
-datasets/validation.py) and returns a `CocoDetection` whose items are
+`build(image_set, args)` reads a split of the run's dataset (--data in any format of
+datasets/formats, converted to a COCO dict in memory; --coco_path: the COCO 2017
+layout, `<coco_path>/annotations/instances_<set>2017.json` and `<coco_path>/<set>2017/`),
+checks it (see datasets/validation.py) and returns a `CocoDetection` whose items are
 
     image:  FloatTensor [3, H, W], ImageNet-normalized
     target: {'boxes':     FloatTensor [N, 4], (cx, cy, w, h) relative to (W, H),
@@ -33,7 +34,7 @@ import io
 import logging
 import math
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.utils.data
@@ -45,46 +46,19 @@ from .validation import (
     AnnotationReport,
     DatasetError,
     check_annotations,
-    check_dataset_root,
     check_image_files,
     check_images_folder,
     check_label_space,
     read_annotation_file,
 )
 
-__all__ = ["CocoDetection", "build", "category_ids_of", "coco_from_dict", "dataset_paths", "unwrap_dataset",
+__all__ = ["CocoDetection", "build", "category_ids_of", "coco_from_dict", "unwrap_dataset",
            "make_coco_transforms"]
 
 logger = logging.getLogger(__name__)
 
-# image_set -> (image folder, annotation file) under the dataset root.
-SPLIT_PATHS: Dict[str, Tuple[str, str]] = {
-    "train": ("train2017", "annotations/instances_train2017.json"),
-    "train_reg": ("train2017", "annotations/instances_train2017.json"),
-    "val": ("val2017", "annotations/instances_val2017.json"),
-    "eval_debug": ("val2017", "annotations/instances_val2017.json"),
-    "test": ("test2017", "annotations/image_info_test-dev2017.json"),
-}
-# Sets whose json may have no 'annotations' (COCO test-dev has image info only).
-UNLABELLED_SETS = ("test",)
 # Load-time warnings about json/file size mismatches per dataset (per worker).
 MAX_SIZE_WARNINGS = 5
-
-
-def dataset_paths(image_set: str, root: str) -> Tuple[str, str]:
-    """(image folder, annotation file) of `image_set` under `root`.
-
-    'test' uses test2017 + image_info_test-dev2017.json when that json exists
-    and falls back to the val images and annotations otherwise.
-    """
-    if image_set not in SPLIT_PATHS:
-        raise DatasetError(f"unknown image_set {image_set!r}; expected one of {', '.join(SPLIT_PATHS)}.")
-    folder, ann = SPLIT_PATHS[image_set]
-    if image_set == "test" and not os.path.exists(os.path.join(root, ann)):
-        folder, ann = SPLIT_PATHS["val"]
-        logger.info("%s not found: 'test' uses the val images and annotations",
-                    os.path.join(root, SPLIT_PATHS["test"][1]))
-    return os.path.join(root, folder), os.path.join(root, ann)
 
 
 def coco_from_dict(data: Dict[str, Any]) -> COCO:
@@ -216,30 +190,37 @@ class CocoDetection(torch.utils.data.Dataset):
         return f"CocoDetection({len(self)} images, {self.ann_file})"
 
 
-def build(image_set: str, args: Any) -> CocoDetection:
-    """Check the dataset under `args.coco_path` and build `image_set` (see module doc)."""
+def build(image_set: str, args: Any, data: Any = None) -> CocoDetection:
+    """Check and build `image_set` of the run's data (a run_data.RunData), or of the dataset that
+    --data / --coco_path names when `data` is None (see module doc)."""
     if getattr(args, "masks", False):
         raise DatasetError("masks=True (instance segmentation) is not supported; set masks = False.")
-    root = check_dataset_root(getattr(args, "coco_path", None))
-    img_folder, ann_file = dataset_paths(image_set, root)
-    check_images_folder(img_folder)
-    data = read_annotation_file(ann_file, required_keys=("images",) if image_set in UNLABELLED_SETS
-                                else ("images", "annotations", "categories"))
-    labelled = "annotations" in data
-    data.setdefault("annotations", [])
-    data.setdefault("categories", [])
-    report = check_annotations(data, ann_file)
-    check_image_files(data["images"], img_folder, ann_file)
+    if data is not None:
+        source, loaded = data.source, data.split_for(image_set)
+    else:
+        from .run_data import open_run_source, split_name
+        source = open_run_source(args)
+        name = split_name(source, image_set)
+        if name != image_set and image_set == "test":
+            logger.info("%s has no test split: 'test' uses the val images and annotations", source.root)
+        loaded = source.load(name)
+    coco_data, where = loaded.data, loaded.where
+    loaded.notes.raise_if_fatal(where, len(coco_data["images"]))
+    for line in loaded.notes.warnings(where):
+        logger.warning(line)
+    report = check_annotations(coco_data, where)
+    check_image_files(coco_data["images"], loaded.image_root, where)
     contiguous = bool(getattr(args, "contiguous_category_ids", False))
-    if labelled:
+    if loaded.labelled:
         check_label_space(report, getattr(args, "num_classes", None),
                           getattr(args, "dn_labelbook_size", None), bool(getattr(args, "use_dn", True)),
-                          num_categories=len(data["categories"]) if contiguous else None)
+                          num_categories=len(coco_data["categories"]) if contiguous else None)
     report.log_warning()
 
     transforms = make_coco_transforms(image_set, args)
-    return CocoDetection(img_folder, ann_file, transforms, coco=coco_from_dict(data), report=report,
-                         exif_transpose=getattr(args, "exif_transpose", None) or "auto", contiguous_ids=contiguous)
+    exif = getattr(args, "exif_transpose", None) or source.exif_transpose
+    return CocoDetection(loaded.image_root, where, transforms, coco=coco_from_dict(coco_data), report=report,
+                         exif_transpose=exif, contiguous_ids=contiguous)
 
 
 def category_ids_of(dataset) -> Optional[List[int]]:

@@ -1,10 +1,9 @@
-"""The data of a run: the COCO folder checked, the training and validation loaders built
+"""The data of a run: the training and validation loaders built
 (distributed samplers whose order depends on (seed, epoch) only, evaluation one image per
 batch), and the dataset's class names kept for the checkpoint."""
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any, Dict
 
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
@@ -16,27 +15,15 @@ from . import build_dataset, get_coco_api_from_dataset
 from .validation import DatasetError
 
 
-def check_coco_path(args: argparse.Namespace) -> None:
-    """--coco_path names an existing folder (DatasetError saying what to set otherwise)."""
-    if (getattr(args, "dataset_file", "coco") or "coco") != "coco":
-        return
-    path = args.coco_path
-    if not path:
-        raise DatasetError("--coco_path is not set; point it at the folder holding train2017/, val2017/ and "
-                           "annotations/.")
-    if not os.path.isdir(path):
-        raise DatasetError(f"--coco_path {os.path.abspath(path)} does not exist or is not a folder (it must "
-                           f"hold train2017/, val2017/ and annotations/).")
-
-
-def build_loaders(args: argparse.Namespace, train: bool, image_set_val: str = "val") -> Dict[str, Any]:
-    """{"train", "sampler_train" (when `train`), "val", "dataset_val"}; training also records the
-    dataset's class names in args.category_names (they travel with the checkpoint)."""
+def build_loaders(args: argparse.Namespace, train: bool, image_set_val: str = "val", data=None) -> Dict[str, Any]:
+    """{"train", "sampler_train" (when `train`), "val", "dataset_val"} of the run's data (a
+    run_data.RunData; None: read --data / --coco_path); training also records the dataset's class
+    names in args.category_names (they travel with the checkpoint)."""
     world, rank = utils.get_world_size(), utils.get_rank()
     pin = str(args.device).startswith("cuda")
     loaders: Dict[str, Any] = {}
     if train:
-        dataset_train = build_dataset(image_set="train", args=args)
+        dataset_train = build_dataset(image_set="train", args=args, data=data)
         if len(dataset_train) < args.batch_size * world:
             raise DatasetError(
                 f"the training set has {len(dataset_train)} images, fewer than batch_size ({args.batch_size}) x "
@@ -50,7 +37,7 @@ def build_loaders(args: argparse.Namespace, train: bool, image_set_val: str = "v
         loaders["sampler_train"] = sampler_train
         # the class names travel with the checkpoint (its `args`), so inference needs no json
         args.category_names = dataset_category_names(dataset_train)
-    dataset_val = build_dataset(image_set=image_set_val, args=args)
+    dataset_val = build_dataset(image_set=image_set_val, args=args, data=data)
     # batch size 1 as the original: padding a batch to its largest image changes the
     # features of the smaller ones and lowers AP (docs/TRAINING.md)
     loaders["val"] = DataLoader(dataset_val, batch_size=1, sampler=EvalShardSampler(len(dataset_val), world, rank),

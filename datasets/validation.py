@@ -267,6 +267,8 @@ def check_annotations(data: Dict[str, Any], ann_file: str) -> AnnotationReport:
     sizes = _check_images(images, ann_file)
     report.category_ids = _check_categories(data.get("categories", []), ann_file)
     scan = _AnnotationScan(report, sizes, anns, ann_file)
+    if images and isinstance(images[0], dict) and "source" in images[0]:  # read from labels (datasets/formats)
+        scan.sources = {img["id"]: img.get("source") for img in images}
     for i, ann in enumerate(anns):  # one pass over up to ~1M annotations (~2 s on full COCO)
         scan.visit(i, ann)
     scan.finish()
@@ -284,6 +286,7 @@ class _AnnotationScan:
     def __init__(self, report: AnnotationReport, sizes: Dict[Any, Optional[Tuple[float, float]]],
                  anns: List[Any], ann_file: str):
         self.report, self.sizes, self.anns, self.ann_file = report, sizes, anns, ann_file
+        self.sources: Dict[Any, Any] = {}  # image id -> label file, for formats without annotation ids
         self.known_cats = set(report.category_ids)
         self.max_cat, self.max_cat_ann = -1, None
         self.seen_ids: set = set()
@@ -321,6 +324,8 @@ class _AnnotationScan:
         ann_id = ann.get("id")
         self._track_id(i, ann_id)
         name = ann_id if ann_id is not None else f"#{i}"
+        if self.sources:
+            name = f"{self.sources.get(image_id)}:{ann.get('line')}"
         report = self.report
         if type(bbox) is not list or len(bbox) != 4:
             raise DatasetError(f"{self.ann_file}: {_ann_name(ann, i)} (image {image_id}) has bbox {bbox!r}; "
@@ -422,7 +427,7 @@ def check_label_space(report: AnnotationReport, num_classes: Optional[int],
     (`num_categories` given: labels are 0..K-1 for the K categories of the
     json) K must not exceed num_classes instead.
     """
-    if num_classes is None:
+    if not isinstance(num_classes, int):  # None: not checked ('auto' is settled before the data is built)
         return
     if num_categories is not None:
         if num_categories > num_classes:

@@ -21,10 +21,10 @@ if [ ! -f "$DATA/annotations/instances_val2017.json" ]; then
 fi
 
 echo "[demo] training (re-running continues from $OUT/checkpoint.pth)"
-"$PY" main.py -c "$CONFIG" --coco_path "$DATA" --output_dir "$OUT" --device cpu --num_workers 1 "$@"
+"$PY" main.py -c "$CONFIG" --data "$DATA" --output_dir "$OUT" --device cpu --num_workers 1 "$@"
 
 echo "[demo] evaluating $OUT/checkpoint.pth"
-"$PY" main.py -c "$CONFIG" --coco_path "$DATA" --output_dir "$OUT/eval" --device cpu --num_workers 1 \
+"$PY" main.py -c "$CONFIG" --data "$DATA" --output_dir "$OUT/eval" --device cpu --num_workers 1 \
     --eval --resume "$OUT/checkpoint.pth" "$@"
 
 echo "[demo] drawing detections of 8 validation images"

@@ -32,6 +32,8 @@ def build_args(config: str = "config/DINO/DINO_4scale.py", options: Sequence[str
     for key, value in cfg.to_dict().items():
         if key not in vars(args):
             setattr(args, key, value)
+    from util.args import fill_auto_class_counts
+    fill_auto_class_counts(args)  # no data here: 'auto' class counts are the COCO model's (91)
     return args
 
 

@@ -86,6 +86,7 @@ def parse_args(argv=None):
 
 
 def merge_config(args):
+    from util.args import fill_auto_class_counts
     from util.slconfig import SLConfig
 
     cfg = SLConfig.fromfile(args.config_file)
@@ -98,6 +99,7 @@ def merge_config(args):
         args.use_ema = False
     if not getattr(args, "debug", None):
         args.debug = False
+    fill_auto_class_counts(args)  # 'auto' (set from the data when training): the COCO model's 91
     return args
 
 

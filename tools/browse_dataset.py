@@ -5,6 +5,7 @@ to catch annotation mistakes before a long run.
 Examples::
 
     python tools/browse_dataset.py --coco_path data/synthetic --split train --out browse/train
+    python tools/browse_dataset.py --data data/synthetic_yolo --split val --out browse/yolo_val
     python tools/browse_dataset.py --coco_path data/synthetic --split train --out browse/aug \\
         --augment -c config/DINO/DINO_demo.py --max_images 20 --seed 1
 
@@ -35,7 +36,9 @@ def get_parser() -> argparse.ArgumentParser:
     from util.slconfig import DictAction
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--coco_path", required=True, help="COCO-format root (train2017/, val2017/, annotations/)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--coco_path", help="COCO-format root (train2017/, val2017/, annotations/)")
+    where.add_argument("--data", help="a dataset as exported (COCO json, YOLO, Pascal VOC, LabelMe), as main.py --data")
     p.add_argument("--split", default="train", choices=("train", "val"), help="which split to draw")
     p.add_argument("--out", required=True, help="folder for the pictures (created if needed)")
     p.add_argument("--augment", action="store_true", help="draw after the training augmentation of the config")
@@ -53,7 +56,7 @@ def dataset_args(opts) -> argparse.Namespace:
     from util.args import load_config
 
     ns = argparse.Namespace(config_file=opts.config_file, options=opts.options, coco_path=opts.coco_path,
-                            dataset_file="coco", fix_size=False)
+                            data=opts.data, dataset_file="coco", fix_size=False)
     cfg, _ = load_config(ns)
     for key, value in cfg.to_dict().items():
         setattr(ns, key, value)
@@ -172,7 +175,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         if opts.debug:
             raise
         from util.cli import unexpected_error_line
-        print(unexpected_error_line(exc, opts.coco_path), file=sys.stderr)
+        print(unexpected_error_line(exc, opts.coco_path or opts.data), file=sys.stderr)
         return 1
     print(f"wrote {len(written)} pictures to {opts.out}")
     return 0

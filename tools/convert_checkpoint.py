@@ -44,6 +44,7 @@ from models.dino.checkpoint_layouts import (LayoutError, detect_layout, detrex_f
 from util.atomic import OutputError, check_output_file  # noqa: E402
 from util.checkpoint import CheckpointError, load_checkpoint, save_checkpoint_files  # noqa: E402
 from util.args import args_from_config  # noqa: E402
+from util.run_config import class_counts_from_checkpoint  # noqa: E402
 from util.run_config import RUN_ONLY_KEYS, recorded_settings  # noqa: E402
 from util.slconfig import ConfigError, DictAction  # noqa: E402
 
@@ -117,6 +118,7 @@ def convert(src: str, config: Optional[str], options: Optional[Dict[str, Any]] =
         lines.append("  keys kept as they are (this project uses the original DINO's names)")
         if config is not None:
             args = args_from_config(config, options)
+            class_counts_from_checkpoint(args, checkpoint)  # 'auto' in the config: the file's own counts
     if args is not None:
         check_fits(state, build_model_state(args), config)
         lines.append(f"fits {os.path.relpath(config)}: {len(state)} tensors")

@@ -1,13 +1,17 @@
 #!/usr/bin/env python
-"""Write a small synthetic COCO-format detection dataset (nothing to download).
+"""Write a small synthetic detection dataset (nothing to download), in COCO's layout or any other
+format --data reads.
 
-Example (the CPU demo)::
+Examples (the first is the CPU demo's)::
 
     python tools/make_synthetic_coco.py --out data/synthetic --num-train 600 --num-val 100 \
         --min-size 128 --max-size 192 --classes 5 --seed 0
+    python tools/make_synthetic_coco.py --out data/synthetic_yolo --num-train 40 --num-val 10 --layout yolo
 
-then train with ``--coco_path data/synthetic`` and the printed ``num_classes`` /
-``dn_labelbook_size``. The generator lives in ``datasets/synthetic.py``.
+then train with ``--data data/synthetic`` (num_classes and dn_labelbook_size are set from the
+data). --layout writes the same images and boxes as COCO 2017 (coco), Roboflow's COCO export
+(roboflow), CVAT's COCO export (cvat), YOLO (yolo), Pascal VOC (voc) or LabelMe (labelme). The
+generator lives in ``datasets/synthetic.py``, the other layouts in ``datasets/synthetic_layouts.py``.
 """
 import argparse
 import os
@@ -17,6 +21,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from datasets.synthetic import SHAPE_NAMES, SyntheticDataError, generate_synthetic_coco  # noqa: E402
+from datasets.synthetic_layouts import LAYOUTS, LayoutError, write_layout  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -43,6 +48,7 @@ def get_parser() -> argparse.ArgumentParser:
                    help=f"number of shape classes, 1..{len(SHAPE_NAMES)}; in order: {', '.join(SHAPE_NAMES)}")
     p.add_argument("--format", choices=["jpg", "png"], default="jpg", help="image file format")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> identical files)")
+    p.add_argument("--layout", choices=LAYOUTS, default="coco", help="the format to write (default: coco)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a synthetic dataset this tool wrote to --out before (a folder holding anything "
                         "else is never written to)")
@@ -50,13 +56,27 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def _generate(args) -> dict:
+    if args.layout == "coco":
+        return _generate_coco(args, args.out, args.overwrite)
+    import shutil
+    import tempfile
+    staging = tempfile.mkdtemp(prefix="synthetic_coco_")
+    try:  # drawn in COCO's layout first, then written out in the asked one
+        summary = _generate_coco(args, staging, False)
+        summary.update(write_layout(staging, args.out, args.layout, overwrite=args.overwrite))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return summary
+
+
+def _generate_coco(args, out: str, overwrite: bool) -> dict:
     return generate_synthetic_coco(
-        args.out, args.num_train, args.num_val,
+        out, args.num_train, args.num_val,
         num_classes=args.classes, image_size=args.image_size, min_size=args.min_size, max_size=args.max_size,
         min_objects=args.min_objects, max_objects=args.max_objects, min_scale=args.min_scale,
         max_scale=args.max_scale, max_overlap=args.max_overlap,
         max_occlusion=args.max_occlusion, empty_prob=args.empty_prob,
-        max_distractors=args.distractors, image_format=args.format, seed=args.seed, overwrite=args.overwrite,
+        max_distractors=args.distractors, image_format=args.format, seed=args.seed, overwrite=overwrite,
     )
 
 
@@ -65,21 +85,27 @@ def main(argv=None) -> dict:
     t0 = time.time()
     try:
         summary = _generate(args)
-    except (SyntheticDataError, ValueError, OSError, RuntimeError) as exc:  # RuntimeError: util.atomic.OutputError
+    except (SyntheticDataError, LayoutError, ValueError, OSError, RuntimeError) as exc:  # RuntimeError: OutputError
         print(f"error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
               file=sys.stderr)
         raise SystemExit(2) from None
     dt = time.time() - t0
-    print(f"Synthetic COCO dataset written to {summary['root']} in {dt:.1f}s")
-    for name, s in summary["splits"].items():
-        print(f"  {name:5s}: {s['images']} images in {s['image_dir']}, {s['annotations']} boxes "
-              f"({s['empty_images']} images without objects) -> {s['ann_file']}")
-    cats = ", ".join(f"{c['id']}={c['name']}" for c in summary["categories"])
+    if args.layout == "coco":
+        print(f"Synthetic COCO dataset written to {summary['root']} in {dt:.1f}s")
+        for name, split in summary["splits"].items():
+            print(f"  {name:5s}: {split['images']} images in {split['image_dir']}, {split['annotations']} boxes "
+                  f"({split['empty_images']} images without objects) -> {split['ann_file']}")
+    else:
+        print(f"Synthetic dataset written to {summary['root']} as {args.layout} in {dt:.1f}s: "
+              f"{', '.join(summary['entries'])}")
+        for name, split in summary["splits"].items():
+            print(f"  {name:5s}: {split['images']} images, {split['annotations']} boxes "
+                  f"({split['empty_images']} images without objects)")
+    first = 0 if args.layout in ("yolo", "voc", "labelme") else 1  # those formats number classes from 0
+    cats = ", ".join(f"{i + first}={c['name']}" for i, c in enumerate(summary["categories"]))
     print(f"  categories: {cats}")
-    print(f"Use: --coco_path {args.out} --options num_classes={summary['num_classes']} "
-          f"dn_labelbook_size={summary['dn_labelbook_size']}")
-    print(f"  (num_classes = max category id + 1 = {summary['num_classes']}; "
-          f"dn_labelbook_size must be >= num_classes)")
+    print(f"Train with: python main.py -c config/DINO/DINO_demo.py --data {args.out} --output_dir OUTPUT "
+          f"(num_classes / dn_labelbook_size are set from the data)")
     return summary
 
 

@@ -36,6 +36,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset_file", default="coco")
     parser.add_argument("--coco_path", type=str, default=None,
                         help="COCO-format root with train2017/, val2017/ and annotations/")
+    parser.add_argument("--data", type=str, default=None, metavar="PATH",
+                        help="your dataset as exported, format recognised: COCO json (COCO 2017, Roboflow or CVAT "
+                             "layout), YOLO (data.yaml), Pascal VOC or LabelMe (README, 'Your own data')")
+    parser.add_argument("--val_split", type=float, default=None, metavar="FRACTION",
+                        help="for data without a validation split: hold out this fraction of the training images "
+                             "(e.g. 0.1; chosen by --seed, written to OUTPUT_DIR/val_split.json)")
     parser.add_argument("--fix_size", action="store_true", help="train at a single fixed size")
 
     # run
@@ -137,6 +143,17 @@ def args_from_config(config_file: str, options: Optional[Mapping[str, Any]] = No
     cfg, _ignored = load_config(args)
     apply_config(cfg, args)
     return args
+
+
+COCO_CLASS_COUNT = 91  # what 'auto' gives on COCO 2017: largest category id 90 + 1
+
+
+def fill_auto_class_counts(args: argparse.Namespace, value: int = COCO_CLASS_COUNT) -> None:
+    """num_classes / dn_labelbook_size left 'auto' (main.py sets them from the data) set to `value`,
+    for models built with neither data nor a checkpoint: the benchmarks and tests of the COCO model."""
+    for key in ("num_classes", "dn_labelbook_size"):
+        if getattr(args, key, None) == "auto":
+            setattr(args, key, value)
 
 
 def resolve_output_dir(output_dir: str) -> str:

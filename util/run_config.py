@@ -40,7 +40,9 @@ def args_for_checkpoint(checkpoint: Mapping[str, Any], checkpoint_path: str, con
     else `config_cfg.py` beside the checkpoint. `options` apply last.
     """
     if config_file:
-        return args_from_config(config_file, options), f"config {config_file}"
+        args = args_from_config(config_file, options)
+        class_counts_from_checkpoint(args, checkpoint)
+        return args, f"config {config_file}"
     recorded = recorded_settings(checkpoint)
     if recorded is not None:
         from util.slconfig import SLConfig, check_options
@@ -59,6 +61,32 @@ def args_for_checkpoint(checkpoint: Mapping[str, Any], checkpoint_path: str, con
         return args, f"the settings stored in {checkpoint_path}"
     beside = os.path.join(os.path.dirname(os.path.abspath(checkpoint_path)), "config_cfg.py")
     if os.path.isfile(beside):
-        return args_from_config(beside, options), f"{beside} (beside the checkpoint)"
+        args = args_from_config(beside, options)
+        class_counts_from_checkpoint(args, checkpoint)
+        return args, f"{beside} (beside the checkpoint)"
     raise ConfigError(f"{checkpoint_path} records no settings (no 'args' inside, no config_cfg.py beside it); "
                       f"pass the config it was trained with: -c config/DINO/<name>.py [--options ...]")
+
+
+def class_counts_from_checkpoint(args: argparse.Namespace, checkpoint: Mapping[str, Any]) -> None:
+    """num_classes / dn_labelbook_size left 'auto' by a config (they are set from the data when
+    training) taken from the checkpoint: the settings it records, else the rows of its class head
+    and label embedding. What cannot be found stays 'auto' (building the model then says so)."""
+    keys = [k for k in ("num_classes", "dn_labelbook_size") if getattr(args, k, None) == "auto"]
+    if not keys:
+        return
+    recorded = recorded_settings(checkpoint) or {}
+    state = checkpoint.get("model") if isinstance(checkpoint.get("model"), Mapping) else checkpoint
+    rows = {}
+    for key, name, extra in (("num_classes", "class_embed.0.weight", 0),
+                             ("dn_labelbook_size", "label_enc.weight", int(bool(getattr(args, "label_enc_extra_row",
+                                                                                        True))))):
+        shape = getattr(state.get(name), "shape", None)
+        if shape is not None and len(shape) == 2:
+            rows[key] = int(shape[0]) - extra
+    for key in keys:
+        value = recorded.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            setattr(args, key, value)
+        elif key in rows:
+            setattr(args, key, rows[key])

@@ -259,7 +259,15 @@ def check_options(cfg: SLConfig, options: Mapping[str, Any], extra_keys: Iterabl
     return out
 
 
+# Keys a dataset can set ('auto', datasets/class_counts.py) or a whole number fixes.
+AUTO_INT_KEYS = ("num_classes", "dn_labelbook_size")
+
+
 def _coerce(key: str, value: Any, current: Any) -> Any:
+    if key in AUTO_INT_KEYS and value is not None:
+        if (isinstance(value, int) and not isinstance(value, bool)) or value == "auto":
+            return value
+        raise ConfigError(f"--options {key}={value!r}: expected a whole number or auto (set from the data)")
     if current is None or value is None:
         return value
     if isinstance(current, bool):

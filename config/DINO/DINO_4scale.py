@@ -4,7 +4,8 @@
 # shown (the original carried them for experiments that DINO does not use).
 _base_ = ['coco_transformer.py']
 
-num_classes = 91            # max category id + 1 (COCO ids go up to 90)
+num_classes = 'auto'        # set from the data: largest category id + 1 (91 on COCO, whose ids go up to 90);
+                            # a number here or in --options wins and is checked against the data
 
 # optimisation
 lr = 0.0001
@@ -106,7 +107,7 @@ dn_number = 100
 dn_box_noise_scale = 0.4
 dn_label_noise_ratio = 0.5
 embed_init_tgt = True
-dn_labelbook_size = 91      # label_enc has dn_labelbook_size + 1 rows; must be >= num_classes
+dn_labelbook_size = 'auto'  # label_enc has dn_labelbook_size + 1 rows; must be >= num_classes ('auto': equal)
 
 match_unstable_error = True
 

@@ -5,8 +5,7 @@
 # denoising, look-forward-twice); only sizes differ.
 _base_ = ['DINO_4scale.py']
 
-num_classes = 6             # synthetic shapes use category ids 1..5
-dn_labelbook_size = 6
+# num_classes / dn_labelbook_size: 'auto' (DINO_4scale.py), 6 for the synthetic shapes' ids 1..5
 
 # ResNet-18 trained from scratch: ordinary batch norm, nothing frozen; cut after layer3
 # (strides 8 and 16; two extra stride-2 convs give the levels at 32 and 64): on these

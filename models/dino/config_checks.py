@@ -60,6 +60,11 @@ def check_model_config(args) -> None:
             raise UnsupportedConfigError(
                 f"config key {key}={getattr(args, key)!r} is not supported; supported: "
                 + ", ".join(repr(v) for v in allowed))
+    for key in ("num_classes", "dn_labelbook_size"):
+        if not isinstance(getattr(args, key), int) or isinstance(getattr(args, key), bool):
+            raise UnsupportedConfigError(
+                f"{key}={getattr(args, key)!r}: 'auto' is settled from a dataset (main.py --data) or a checkpoint; "
+                f"building a model without either needs numbers, e.g. --options num_classes=91 dn_labelbook_size=91")
     if args.hidden_dim % 32:
         raise UnsupportedConfigError(f"hidden_dim={args.hidden_dim} must be a multiple of 32 (GroupNorm(32) "
                                      "in the input projections)")
