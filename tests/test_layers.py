@@ -24,7 +24,8 @@ FLOOR = {"util": 0, "models": 1, "datasets": 1, "engine": 2, "detector": 2, "mai
 ALLOWED = {
     ("run_with_submitit", "main"): "the Slurm launcher runs main.main(args) in each task: one command line "
                                    "wrapping the other",
-    ("tools", "tools"): "benchmarks reuse each other's input generators (tools/benchmark_*.py)",
+    ("tools", "tools"): "a tool's own glue beside it (tools/inference_use.py for tools/inference.py), and "
+                        "benchmarks reusing each other's input generators (tools/benchmark_*.py)",
 }
 
 
