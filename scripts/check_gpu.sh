@@ -12,11 +12,24 @@
 #
 #   bash scripts/check_gpu.sh                  # logs in check_gpu_logs/ (or CHECK_GPU_LOGS=dir)
 #   PY=python TORCH_CUDA_ARCH_LIST="9.0" bash scripts/check_gpu.sh
-# Needs the project's Python environment (.venv, scripts/setup_env.sh) with a CUDA build of torch
-# and the CUDA toolkit (nvcc) matching its major version. Takes ~5-10 min on one modern GPU.
+#   bash scripts/check_gpu.sh --dry-run        # here, without a GPU: every step up to its first CUDA call
+# Needs a Python with a CUDA build of torch (.venv of scripts/setup_env.sh, else python3) and the
+# CUDA toolkit (nvcc) matching its major version. Packages that Python lacks travel as wheels in .whl/
+# (scripts/gpu_wheels.sh downloads them where PyPI is reachable); they are installed into /tmp/site
+# first. Takes ~5-10 min on one modern GPU.
+#
+# --dry-run runs the same steps on the CPU so that a lent GPU's minutes are never spent on set-up
+# errors: the wheels are checked against CPython 3.12 / manylinux x86_64 (the lent machine's), the op
+# is built with its CUDA kernels (nvcc compiles them without a GPU), every CUDA test is collected, and
+# each other step runs with the CPU in place of the GPU (gloo for NCCL, aot_eager for inductor, few
+# and small iterations).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
-PY="${PY:-.venv/bin/python}"
+DRY_RUN=0
+[ "${1:-}" = "--dry-run" ] && DRY_RUN=1
+if [ -z "${PY:-}" ]; then
+    if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
+fi
 if [[ "$PY" == */* && -d "$(dirname "$PY")" ]]; then PY="$(cd "$(dirname "$PY")" 2>/dev/null && pwd)/$(basename "$PY")"; fi
 LOGS="${CHECK_GPU_LOGS:-check_gpu_logs}"
 R50=config/DINO/DINO_4scale.py
@@ -29,6 +42,29 @@ if [ ! -x "$PY" ] && ! command -v "$PY" >/dev/null 2>&1; then
     echo "check_gpu: no Python at $PY: run scripts/setup_env.sh first or set PY=..." >&2
     exit 2
 fi
+if compgen -G ".whl/*.whl" >/dev/null; then
+    if [ "$DRY_RUN" = 1 ]; then  # the wheels must install on the lent machine's Python, not this one's
+        plat=(); for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64; do
+            plat+=(--platform "$p"); done
+        "$PY" -m pip install -q --dry-run --ignore-installed --no-index --no-deps --only-binary=:all: \
+            --python-version 3.12 --implementation cp "${plat[@]}" --target /tmp/check_gpu_site .whl/*.whl ||
+            { echo "check_gpu: the wheels in .whl/ do not install on CPython 3.12 / manylinux x86_64" >&2; exit 2; }
+        echo "check_gpu: dry run: $(ls .whl/*.whl | wc -l) wheels in .whl/ fit CPython 3.12 / manylinux x86_64"
+    else
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+            .whl/*.whl || { echo "check_gpu: installing .whl/*.whl failed" >&2; exit 2; }
+        export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+    fi
+elif [ "$DRY_RUN" = 1 ]; then
+    echo "check_gpu: dry run: no .whl/ folder (scripts/gpu_wheels.sh makes it); the lent machine lacks pycocotools, addict, termcolor ..." >&2
+    exit 2
+fi
+missing=$("$PY" -c 'import importlib.util as u
+print(" ".join(m for m in ("pycocotools", "addict", "termcolor", "scipy", "timm") if u.find_spec(m) is None))')
+if [ -n "$missing" ]; then
+    echo "check_gpu: $PY lacks $missing: bash scripts/gpu_wheels.sh where PyPI is reachable, carry .whl/" >&2
+    exit 2
+fi
 gpu=$("$PY" -c 'import torch
 if torch.version.cuda is None:
     print("NONE torch " + torch.__version__ + " is a CPU-only build")
@@ -36,6 +72,11 @@ elif not torch.cuda.is_available():
     print("NONE torch.cuda.is_available() is False (torch " + torch.__version__ + ", CUDA " + torch.version.cuda + ")")
 else:
     print("OK " + torch.cuda.get_device_name(0) + ", torch " + torch.__version__ + ", CUDA " + torch.version.cuda)' 2>&1)
+DEV=cuda COMPILE_BACKEND=inductor DIST=nccl ITERS=3 REPEATS=20 BIG="800 1216"
+if [ "$DRY_RUN" = 1 ]; then
+    DEV=cpu COMPILE_BACKEND=aot_eager DIST=gloo ITERS=1 REPEATS=2 BIG="256 320"
+    gpu="OK dry run on the CPU (${gpu#* })"
+fi
 if [ "${gpu%% *}" != "OK" ]; then
     echo "check_gpu: no CUDA GPU on this machine (${gpu#NONE }): nothing was checked." >&2
     echo "check_gpu: run scripts/check_gpu.sh on a machine with an NVIDIA GPU and its driver." >&2
@@ -64,17 +105,19 @@ build_op() {
     (cd models/dino/ops && FORCE_CUDA=1 "$PY" setup.py build_ext --inplace) &&
         "$PY" -c 'from models.dino import ops
 assert ops.compiled_with_cuda(), "the built extension has no CUDA kernels"
-print("backend(cuda) =", ops.backend("cuda"))'
+print("backend(cpu) =", ops.backend("cpu"), "; CUDA kernels compiled in")'
 }
 
 cuda_tests() {
     # -rs lists skips: a skip here means a CUDA test did not run, which counts as a failure
-    local out="$LOGS/cuda_tests.pytest.txt" rc
-    "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_ms_deform_attn.py tests/test_ms_deform_attn_cuda.py \
-        tests/test_ms_deform_attn_opcheck.py -k "cuda" >"$out" 2>&1
+    local out="$LOGS/cuda_tests.pytest.txt" rc collect=()
+    [ "$DRY_RUN" = 1 ] && collect=(--collect-only)  # no GPU: the tests are found and imported, not run
+    "$PY" -m pytest -q -rs -p no:cacheprovider "${collect[@]}" tests/test_ms_deform_attn.py \
+        tests/test_ms_deform_attn_cuda.py tests/test_ms_deform_attn_opcheck.py -k "cuda" >"$out" 2>&1
     rc=$?
     cat "$out"
     [ "$rc" -eq 0 ] || return 1
+    [ "$DRY_RUN" = 1 ] && { grep -q "tests collected" "$out" && return 0; return 1; }
     if grep -q " skipped" "$out"; then echo "some CUDA tests were skipped (listed above)"; return 1; fi
     "$PY" models/dino/ops/test.py
 }
@@ -82,7 +125,7 @@ cuda_tests() {
 compile_vs_eager() {
     # the CPU suite runs this test with aot_eager (inductor takes minutes on 2 cores); here inductor on CUDA
     local out="$LOGS/compile_vs_eager.pytest.txt" rc
-    DINO_COMPILE_TEST_BACKEND=inductor DINO_COMPILE_TEST_DEVICE=cuda \
+    DINO_COMPILE_TEST_BACKEND=$COMPILE_BACKEND DINO_COMPILE_TEST_DEVICE=$DEV \
         "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_compile_model.py >"$out" 2>&1
     rc=$?
     cat "$out"
@@ -91,8 +134,9 @@ compile_vs_eager() {
 }
 
 train_steps() {  # $1: float16 | bfloat16
-    "$PY" tools/benchmark_model.py -c "$R50" --device cuda --train --amp --amp_dtype "$1" --images 2 \
-        --image_size 800 1216 --warmup 1 --iters 3 --skip_flops
+    # shellcheck disable=SC2086  # BIG is two numbers
+    "$PY" tools/benchmark_model.py -c "$R50" --device "$DEV" --train --amp --amp_dtype "$1" --images 2 \
+        --image_size $BIG --warmup 1 --iters "$ITERS" --skip_flops
 }
 
 torchrun_pipeline() {
@@ -101,26 +145,27 @@ torchrun_pipeline() {
     "$PY" tools/make_synthetic_coco.py --out "$work/coco" --num-train 8 --num-val 4 --min-size 64 \
         --max-size 96 --classes 3 --seed 0 &&
     "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 main.py -c "$R50" \
-        --coco_path "$work/coco" --output_dir "$work/out" --device cuda --num_workers 0 --amp \
+        --coco_path "$work/coco" --output_dir "$work/out" --device "$DEV" --num_workers 0 --amp \
         --options epochs=1 "${TINY[@]}" >"$work/torchrun.out" 2>&1
     local rc=$?
     cat "$work/torchrun.out"
-    [ "$rc" -eq 0 ] && grep -q "distributed init (torchrun, nccl)" "$work/torchrun.out" &&
+    [ "$rc" -eq 0 ] && grep -q "distributed init (torchrun, $DIST)" "$work/torchrun.out" &&
     test -f "$work/out/checkpoint.pth" &&
-    "$PY" main.py -c "$R50" --coco_path "$work/coco" --output_dir "$work/eval" --device cuda --num_workers 0 \
+    "$PY" main.py -c "$R50" --coco_path "$work/coco" --output_dir "$work/eval" --device "$DEV" --num_workers 0 \
         --eval --resume "$work/out/checkpoint.pth" --options "${TINY[@]}" &&
-    echo "torchrun (1 GPU, NCCL): 1 epoch, checkpoint and --eval of it done"
+    echo "torchrun (1 process, $DIST, $DEV): 1 epoch, checkpoint and --eval of it done"
 }
 
 check "build op with CUDA" build.log build_op
 check "CUDA op tests" cuda_tests.log cuda_tests
-check "torch.compile (inductor) vs eager, CUDA" compile.log compile_vs_eager
+check "torch.compile ($COMPILE_BACKEND) vs eager, $DEV" compile.log compile_vs_eager
 check "train R50 float16 AMP" train_fp16.log train_steps float16
 check "train R50 bfloat16" train_bf16.log train_steps bfloat16
 check "tiny pipeline, torchrun NCCL" torchrun.log torchrun_pipeline
-check "benchmark op" bench_op.log "$PY" tools/benchmark_msda.py --device cuda --warmup 3 --repeats 20
-check "benchmark model" bench_model.log "$PY" tools/benchmark_model.py -c "$R50" --device cuda \
-    --image_size 800 1216 --warmup 2 --iters 10 --compare_pytorch_path --skip_flops
+check "benchmark op" bench_op.log "$PY" tools/benchmark_msda.py --device "$DEV" --warmup 1 --repeats "$REPEATS"
+# shellcheck disable=SC2086
+check "benchmark model" bench_model.log "$PY" tools/benchmark_model.py -c "$R50" --device "$DEV" \
+    --image_size $BIG --warmup 1 --iters "$ITERS" --compare_pytorch_path --skip_flops
 
 echo
 echo "check_gpu summary (${gpu#OK }):"

@@ -21,7 +21,12 @@ of --repeats after --warmup):
   * a training step at --train_size (forward with denoising queries, loss,
     backward, gradient clipping, AdamW step: the original's torch.optim.AdamW,
     ours the fused one of main.py), float32 both.
-Prints the times and the ratios original / ours.
+With --compile, ours also runs torch.compile'd (models/dino/compiling.py; BACKEND inductor by
+default) for inference and for the training step, timed after compiling (the compile time is
+printed on its own). Each timed step also records its peak resident memory above what the
+process held before it (Linux: VmHWM of /proc/self/status, reset per step through
+/proc/self/clear_refs), so the same work is compared in memory too.
+Prints the times, the peak memory and the ratios original / ours.
 """
 from __future__ import annotations
 
@@ -158,22 +163,53 @@ def train_step(model, criterion, optimizer, images, targets, max_norm: float):
     return step
 
 
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def peak_rss_of(step: Callable) -> int:
+    """Bytes of resident memory the step added at its peak, over what the process held before it
+    (0 where /proc is not Linux's)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets the peak (VmHWM) to the current resident size
+        before = _status_kib("VmRSS")
+    except OSError:
+        step()
+        return 0
+    step()
+    return max(0, _status_kib("VmHWM") - before) * 1024
+
+
 def interleaved(steps: Dict[str, Callable], warmup: int, repeats: int, original: OriginalCode,
-                log: Callable[[str], None]) -> Dict[str, float]:
-    """Median seconds per named step; names starting with 'original' run with its modules active."""
+                log: Callable[[str], None]) -> Dict[str, Dict[str, float]]:
+    """{step: {"seconds": median, "peak_mib": largest peak memory of its runs}}; names starting with
+    'original' run with its modules active."""
     times: Dict[str, List[float]] = {k: [] for k in steps}
+    peaks: Dict[str, List[int]] = {k: [] for k in steps}
     for i in range(warmup + repeats):
         for name, step in steps.items():
             ctx = original.active() if name.startswith("original") else contextlib.nullcontext()
-            with ctx:
+            timed = {}
+
+            def run_timed(step=step):
                 t0 = time.perf_counter()
                 step()
-                dt = time.perf_counter() - t0
+                timed["dt"] = time.perf_counter() - t0
+
+            with ctx:
+                peak = peak_rss_of(run_timed)
+            dt = timed["dt"]
             if i >= warmup:
                 times[name].append(dt)
+                peaks[name].append(peak)
             log(f"  {'warm-up' if i < warmup else 'run'} {i + 1 - warmup if i >= warmup else i + 1}: "
-                f"{name} {dt:.2f} s")
-    return {k: statistics.median(v) for k, v in times.items()}
+                f"{name} {dt:.2f} s, peak +{peak / 2**20:.0f} MiB")
+    return {k: {"seconds": statistics.median(times[k]), "peak_mib": max(peaks[k]) / 2**20} for k in steps}
 
 
 def matched_fraction(ours_out, original_out, top: int = 100, tol: float = 1e-3) -> float:
@@ -203,7 +239,21 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--skip_train", action="store_true", help="inference only")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                        help="also time ours torch.compile'd (inductor by default)")
     return parser.parse_args(argv)
+
+
+def compiled_copy(model, backend: str, log: Callable[[str], None], first_call: Callable[[torch.nn.Module], None]):
+    """A deep copy of `model` compiled with `backend`; `first_call` runs once to compile it (timed)."""
+    from models.dino.compiling import compile_model
+
+    twin = copy.deepcopy(model)
+    compile_model(twin, torch.device("cpu"), backend)
+    t0 = time.perf_counter()
+    first_call(twin)
+    log(f"  compiled ({backend}) in {time.perf_counter() - t0:.0f} s")
+    return twin
 
 
 def main(argv=None) -> int:
@@ -247,10 +297,19 @@ def main(argv=None) -> int:
         f"{'bfloat16 autocast available' if bf16 else 'no native bfloat16'}; "
         f"{matched:.0%} of the original's top-100 detections are its within 1e-3")
 
+    bf16_context = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
     steps = {"original fp32": inference_step(theirs, images, contextlib.nullcontext),
              "ours fp32": inference_step(fast, images, contextlib.nullcontext)}
     if bf16:
-        steps["ours bf16"] = inference_step(fast, images, lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+        steps["ours bf16"] = inference_step(fast, images, bf16_context)
+    if args.compile:
+        log(f"compiling ours for inference ({args.compile}) ...")
+        fast_compiled = compiled_copy(fast, args.compile, log,
+                                      lambda m: inference_step(m, images, contextlib.nullcontext)())
+        steps["ours compiled fp32"] = inference_step(fast_compiled, images, contextlib.nullcontext)
+        if bf16:
+            inference_step(fast_compiled, images, bf16_context)()  # the bfloat16 graph compiles here
+            steps["ours compiled bf16"] = inference_step(fast_compiled, images, bf16_context)
     log(f"inference at {args.image_size[0]}x{args.image_size[1]}, batch 1:")
     infer = interleaved(steps, args.warmup, args.repeats, original, log)
 
@@ -264,20 +323,38 @@ def main(argv=None) -> int:
                                               theirs_args.clip_max_norm),
                  "ours train": train_step(ours, ours_criterion, build_optimizer(ours_args, ours), timgs, targets,
                                           ours_args.clip_max_norm)}
+        if args.compile:
+            log(f"compiling ours for training ({args.compile}) ...")
+            opt_holder = {}
+
+            def first_train_step(m):
+                opt_holder["opt"] = build_optimizer(ours_args, m)
+                train_step(m, ours_criterion, opt_holder["opt"], timgs, targets, ours_args.clip_max_norm)()
+
+            trained = compiled_copy(ours, args.compile, log, first_train_step)
+            steps["ours compiled train"] = train_step(trained, ours_criterion, opt_holder["opt"], timgs, targets,
+                                                      ours_args.clip_max_norm)
         log(f"training step at {args.train_size[0]}x{args.train_size[1]}, batch 1, float32:")
         train = interleaved(steps, args.warmup, args.repeats, original, log)
 
     log("")
-    log(f"{'':34} {'original':>10} {'ours':>10} {'original/ours':>14}")
+    log(f"{'':40} {'original':>10} {'ours':>10} {'original/ours':>14} {'peak MiB orig / ours':>22}")
     rows = [("inference fp32", infer["original fp32"], infer["ours fp32"])]
     if bf16:
         rows.append(("inference bf16 (original: fp32)", infer["original fp32"], infer["ours bf16"]))
     else:
-        log("(no bfloat16 row: this CPU has no AMX-BF16 / AVX512-BF16)")
+        log("(no bfloat16 rows: this CPU has no AMX-BF16 / AVX512-BF16)")
+    for key, label in (("ours compiled fp32", "inference compiled fp32"),
+                       ("ours compiled bf16", "inference compiled bf16 (original: fp32)")):
+        if key in infer:
+            rows.append((label, infer["original fp32"], infer[key]))
     if train:
         rows.append(("training step fp32", train["original train"], train["ours train"]))
-    for name, t_orig, t_ours in rows:
-        log(f"{name:34} {t_orig:>9.2f}s {t_ours:>9.2f}s {t_orig / t_ours:>13.2f}x")
+        if "ours compiled train" in train:
+            rows.append(("training step compiled fp32", train["original train"], train["ours compiled train"]))
+    for name, orig, ours_ in rows:
+        log(f"{name:40} {orig['seconds']:>9.2f}s {ours_['seconds']:>9.2f}s "
+            f"{orig['seconds'] / ours_['seconds']:>13.2f}x {orig['peak_mib']:>10.0f} / {ours_['peak_mib']:<10.0f}")
     return 0
 
 
