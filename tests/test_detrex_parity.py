@@ -20,8 +20,8 @@ from parity_support import IMAGENET_MEAN, IMAGENET_STD, fraction_of_rows_matched
 FIXTURES = sorted(os.path.dirname(p) for p in glob.glob(os.path.join(REPO, "tests", "fixtures", "parity_detrex",
                                                                      "*", "fixture.pt")))
 MIN_MATCHED = 0.90
-# full-size models, on 2 cores: R50 ~1 min, EVA-02-B on 1024 px squares ~3 min, R50 better_hyper and
-# FocalNet-T fl3 ~40 s each, EVA-01 (1.0 G parameters, 40 blocks) ~4 min and ~9 GB of memory
+# full-size models, on 2 cores: R50 ~20 s-1 min, EVA-02-B on 1024 px squares ~2-3 min, R50 better_hyper
+# and FocalNet-T fl3 ~25-40 s each, EVA-01 (1.0 G parameters, 40 blocks) ~3-4 min and ~9 GB of memory
 pytestmark = pytest.mark.slow
 
 
