@@ -400,7 +400,11 @@ def test_config_trains_one_step(config):
     assert torch.isfinite(total)
     total.backward()
     no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
-    assert no_grad == []
+    # detrex resizes rel-pos tables the BEiT way in numpy (vit_rel_pos_interp='beit', EVA-01 1536, an
+    # evaluation config): no gradient reaches a global block's tables through it, here as in detrex
+    resized_beit = [n for n in no_grad if getattr(args, "vit_rel_pos_interp", None) == "beit"
+                    and re.search(r"\.attn\.rel_pos_[hw]$", n)]
+    assert no_grad == resized_beit
     if layer_decay_rate(args) is not None:
         groups = build_layer_decay_param_groups(model, args)
         ids = [id(p) for g in groups for p in g["params"]]

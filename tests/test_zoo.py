@@ -139,13 +139,22 @@ def test_a_path_always_wins_over_a_name(tmp_path, monkeypatch):
     assert zoo_model("dino_r50_4scale_12ep") is None
 
 
-def test_backbones_and_models_without_a_config_are_refused_by_from_pretrained():
+def test_backbones_and_models_without_a_config_are_refused_by_from_pretrained(clean_env, monkeypatch):
+    """Every released detector has a config now (the EVA-01 of projects/dino got detrex's); a team's
+    registry entry without one is refused before anything is downloaded."""
     from detector import Detector
-    from util.zoo import ZooError
+    from util.zoo import ZooError, detector_config, registry
     with pytest.raises(ZooError, match="backbone file, not a detector"):
         Detector.from_pretrained("dinov2_vits14_pretrain")
+    assert detector_config(registry()["dino_eva_01_4scale_12ep"]).endswith("config/detrex/dino_eva_01_4scale_12ep.py")
+    team = clean_env / "team_zoo.json"
+    team.write_text(json.dumps({"models": [{"name": "team_model", "kind": "detector", "backbone": "R-50",
+                                            "box_ap": 1.0, "classes": "coco", "epochs": 1, "config": None,
+                                            "file": "team_model.pth", "urls": ["https://example.invalid/t.pth"],
+                                            "notes": "its config is not in this project"}]}))
+    monkeypatch.setenv("DINO_MODEL_ZOO", str(team))
     with pytest.raises(ZooError, match="no config in this project"):
-        Detector.from_pretrained("dino_eva_01_4scale_12ep")
+        Detector.from_pretrained("team_model")
 
 
 def test_a_registry_with_a_typo_is_named():

@@ -39,6 +39,11 @@ FIXED_VALUES: Dict[str, Tuple[Any, ...]] = {
     "modelname": ("dino",),
 }
 
+# options of this project (keys the original DINO does not have): key -> accepted values
+OPTION_VALUES: Dict[str, Tuple[Any, ...]] = {
+    "vit_rel_pos_interp": (None, "vitdet", "beit"),  # how global blocks resize rel-pos tables (vit_common.py)
+}
+
 REQUIRED_KEYS = (
     "num_classes", "hidden_dim", "nheads", "num_queries", "enc_layers", "dec_layers", "dim_feedforward",
     "dropout", "num_feature_levels", "enc_n_points", "dec_n_points", "return_interm_indices", "backbone",
@@ -55,7 +60,7 @@ def check_model_config(args) -> None:
     missing = [k for k in REQUIRED_KEYS if not hasattr(args, k)]
     if missing:
         raise UnsupportedConfigError(f"config is missing required key(s): {', '.join(missing)}")
-    for key, allowed in FIXED_VALUES.items():
+    for key, allowed in list(FIXED_VALUES.items()) + list(OPTION_VALUES.items()):
         if hasattr(args, key) and getattr(args, key) not in allowed:
             raise UnsupportedConfigError(
                 f"config key {key}={getattr(args, key)!r} is not supported; supported: "
@@ -65,6 +70,10 @@ def check_model_config(args) -> None:
             raise UnsupportedConfigError(
                 f"{key}={getattr(args, key)!r}: 'auto' is settled from a dataset (main.py --data) or a checkpoint; "
                 f"building a model without either needs numbers, e.g. --options num_classes=91 dn_labelbook_size=91")
+    dn_cls = getattr(args, "dn_cls_loss_coef", None)
+    if dn_cls is not None and (isinstance(dn_cls, bool) or not isinstance(dn_cls, (int, float)) or dn_cls < 0):
+        raise UnsupportedConfigError(f"dn_cls_loss_coef={dn_cls!r} must be None (the same as cls_loss_coef) or a "
+                                     "number >= 0")
     if args.hidden_dim % 32:
         raise UnsupportedConfigError(f"hidden_dim={args.hidden_dim} must be a multiple of 32 (GroupNorm(32) "
                                      "in the input projections)")

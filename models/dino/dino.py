@@ -166,11 +166,18 @@ class DINO(nn.Module):
 
 
 def build_weight_dict(args) -> Dict[str, float]:
-    """Loss coefficients for every loss key the criterion returns."""
+    """Loss coefficients for every loss key the criterion returns.
+
+    The denoising class loss has the matching class loss's coefficient unless
+    `dn_cls_loss_coef` sets its own (detrex's better_hyper: 2.0 matched, 1.0 denoising).
+    """
     main = {"loss_ce": args.cls_loss_coef, "loss_bbox": args.bbox_loss_coef, "loss_giou": args.giou_loss_coef}
     weights = dict(main)
     if args.use_dn:
+        dn_cls = getattr(args, "dn_cls_loss_coef", None)
         weights.update({f"{k}_dn": v for k, v in main.items()})
+        if dn_cls is not None:
+            weights["loss_ce_dn"] = dn_cls
     per_layer = dict(weights)
     if args.aux_loss:
         for i in range(args.dec_layers - 1):

@@ -14,7 +14,10 @@ detrex's DINO-EVA-02 backbone:
 
 EVA-01 is the giant ViT (1408 wide, 40 blocks) with BEiT-style q/v biases and
 ViTDet's decomposed relative position biases, built from timm's windowed ViT
-block.
+block. `vit_rel_pos_interp='beit'` resizes the global blocks' tables with
+BEiT's spline (detrex's DINO-EVA-01 1536: a 1280 model run on 1536 squares);
+`vit_pad_input=False` feeds the image unpadded, as detrex's projects/dino
+(DINO-EVA-01 with DETR-like augmentation).
 
 Names: eva02_tiny, eva02_small, eva02_base, eva02_large, eva01_giant.
 Body state dict: `net.*` (the trunk, timm key layout) and `simfp_<k>.*` (pyramid).
@@ -175,9 +178,11 @@ def build_eva01(args) -> nn.Module:
         qkv_bias=True, patch_size=patch, pretrain_grid=pretrain_grid,
         window_sizes=window_sizes_from_args(args, depth, spec["depth"], 16, spec["global_attn"]),
         use_rel_pos=bool(vit_option(args, "vit_use_rel_pos", True)), rel_pos_grid=ref_grid,
+        rel_pos_interp=str(vit_option(args, "vit_rel_pos_interp", "vitdet")),
         drop_path_rate=float(vit_option(args, "vit_drop_path_rate", spec["drop_path"])),
         use_checkpoint=bool(getattr(args, "use_checkpoint", False)))
-    body = PyramidBody(net, list(args.return_interm_indices), int(vit_option(args, "vit_out_channels", 256)))
+    body = PyramidBody(net, list(args.return_interm_indices), int(vit_option(args, "vit_out_channels", 256)),
+                       pad_input=bool(vit_option(args, "vit_pad_input", True)))
     load_and_freeze(body, net, args, {"eva01_giant": spec["file"]}, patch_resample="bicubic",
                     freeze_patch_embed=True)
     return body

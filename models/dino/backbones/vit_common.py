@@ -224,7 +224,8 @@ class WindowedViT(PlainViT):
     whole windows after the first norm, as ViTDet) or global attention, with
     optional decomposed relative position biases (`use_rel_pos`, tables sized
     for `rel_pos_grid` in global blocks and the window in window blocks,
-    interpolated for other sizes), optional layer scale (`init_values`) and
+    interpolated for other sizes: linearly as ViTDet, or `rel_pos_interp="beit"`
+    with BEiT's spline, `_rel_pos.py`), optional layer scale (`init_values`) and
     an MLP of `mlp_layer`. Used for MAE ViTs (ViTDet), EVA-01 and DINOv2.
     """
 
@@ -233,8 +234,11 @@ class WindowedViT(PlainViT):
                  use_rel_pos: bool = False, rel_pos_grid: int = 64, drop_path_rate: float = 0.0,
                  init_values: Optional[float] = None, mlp_layer: Optional[Callable] = None,
                  act_layer: Callable = nn.GELU, norm_eps: float = 1e-6, use_abs_pos: bool = True,
-                 use_checkpoint: bool = False):
+                 use_checkpoint: bool = False, rel_pos_interp: str = "vitdet"):
         super().__init__(embed_dim, depth, patch_size, pretrain_grid, use_abs_pos, window_sizes, use_checkpoint)
+        if rel_pos_interp not in ("vitdet", "beit"):
+            raise ValueError(f"rel_pos_interp={rel_pos_interp!r}: use 'vitdet' (linear) or 'beit' (BEiT's spline)")
+        self.beit_rel_pos = use_rel_pos and rel_pos_interp == "beit"
         from functools import partial
 
         from timm.layers import Mlp
@@ -251,6 +255,9 @@ class WindowedViT(PlainViT):
         self.init_linear_weights()
 
     def _run_block(self, index: int, block: nn.Module, x: Tensor) -> Tensor:
+        if self.beit_rel_pos and not self.window_sizes[index]:
+            from ._rel_pos import run_block_with_beit_rel_pos
+            return run_block_with_beit_rel_pos(block, x)
         return block(x)
 
 
