@@ -161,7 +161,7 @@ check "CUDA op tests" cuda_tests.log cuda_tests
 check "torch.compile ($COMPILE_BACKEND) vs eager, $DEV" compile.log compile_vs_eager
 check "train R50 float16 AMP" train_fp16.log train_steps float16
 check "train R50 bfloat16" train_bf16.log train_steps bfloat16
-check "tiny pipeline, torchrun NCCL" torchrun.log torchrun_pipeline
+check "tiny pipeline, torchrun $DIST" torchrun.log torchrun_pipeline
 check "benchmark op" bench_op.log "$PY" tools/benchmark_msda.py --device "$DEV" --warmup 1 --repeats "$REPEATS"
 # shellcheck disable=SC2086
 check "benchmark model" bench_model.log "$PY" tools/benchmark_model.py -c "$R50" --device "$DEV" \
