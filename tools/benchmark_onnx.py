@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""Whole-detector speed: ONNX Runtime (CPU) against this project's PyTorch CPU path.
+"""Whole-detector speed: ONNX Runtime (CPU) and an AOTInductor package against this project's PyTorch CPU path.
 
     python tools/benchmark_onnx.py                                   # DINO-R50-4scale, 800x1333, batch 1
     python tools/benchmark_onnx.py -c config/DINO/DINO_demo.py --size 128 160 --repeats 5
+    python tools/benchmark_onnx.py --aoti                            # + the AOTInductor package (compiles minutes)
 
 Builds the config with seeded random weights (speed does not depend on their
 values), exports it with models/dino/export.py (traced at a small size; H and W
@@ -10,7 +11,11 @@ are dynamic), then runs the same image through PyTorch (eval, no_grad, the
 compiled MultiScaleDeformableAttention op when built, folded batch norm and
 fused linear layers: as tools/inference.py runs it) and through ONNX Runtime,
 interleaved run by run after one warm-up each, and prints the median times and
-their ratio. Both use --threads threads.
+their ratio. All use --threads threads.
+
+--aoti also packages the model with torch.export + AOTInductor (models/dino/export_aoti.py) and
+runs the package in the same rotation; its inputs must be multiples of 64, so the image is then
+zero-padded to that size for every runner (the same work for all three).
 """
 import argparse
 import os
@@ -50,6 +55,7 @@ def main(argv=None) -> int:
     p.add_argument("--export-size", type=int, nargs=2, default=[320, 480], metavar=("H", "W"))
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--aoti", action="store_true", help="also an AOTInductor package (models/dino/export_aoti.py)")
     opt = p.parse_args(argv)
 
     import onnxruntime as ort
@@ -61,11 +67,16 @@ def main(argv=None) -> int:
     torch.set_num_threads(opt.threads)
     model = build(opt.config_file, opt.options)
     image = torch.randn(3, *opt.size, generator=torch.Generator().manual_seed(1))
+    if opt.aoti:
+        from models.dino.export_aoti import pad_images
+        image = pad_images(image[None])[0]
+        print(f"image zero-padded to {image.shape[1]}x{image.shape[2]} (multiples of 64, for the package)")
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "model.onnx")
         start = time.perf_counter()
         export_onnx(model, path, torch.randn(1, 3, *opt.export_size))
         print(f"exported in {time.perf_counter() - start:.0f} s")
+        package = export_package(model, folder, opt) if opt.aoti else None
         from models.dino.inference_prep import prepare_for_inference
         prepare_for_inference(model, torch.device("cpu"), amp=False)  # PyTorch as tools/inference.py runs it
         options = ort.SessionOptions()
@@ -82,9 +93,14 @@ def main(argv=None) -> int:
             return session.run(["pred_logits", "pred_boxes"], {"images": image[None].numpy()})
 
         runners = {"pytorch": run_torch, "onnxruntime": run_ort}
+        if package is not None:
+            runners["aoti"] = lambda: package(image[None])
         ref, got = run_torch(), run_ort()  # warm-up
         ref_rows = np.concatenate([ref["pred_logits"][0].numpy(), ref["pred_boxes"][0].numpy()], -1)
         matched = rows_matched(ref_rows, np.concatenate([got[0][0], got[1][0]], -1))
+        if package is not None:
+            got_aoti = runners["aoti"]()
+            matched_aoti = rows_matched(ref_rows, np.concatenate([got_aoti[0][0].numpy(), got_aoti[1][0].numpy()], -1))
         times = {name: [] for name in runners}
         for _ in range(opt.repeats):
             for name, fn in runners.items():
@@ -99,7 +115,22 @@ def main(argv=None) -> int:
         print(f"  {name:12} {med[name]:7.2f} s/image  (runs: {runs})")
     print(f"  ratio PyTorch / ONNX Runtime: {med['pytorch'] / med['onnxruntime']:.2f}x; "
           f"query rows matched (as the parity checker): {matched:.1%}")
+    if package is not None:
+        print(f"  ratio PyTorch / AOTInductor: {med['pytorch'] / med['aoti']:.2f}x, ONNX Runtime / AOTInductor: "
+              f"{med['onnxruntime'] / med['aoti']:.2f}x; query rows matched: {matched_aoti:.1%}")
     return 0
+
+
+def export_package(model: torch.nn.Module, folder: str, opt):
+    """The model as an AOTInductor package (exported before prepare_for_inference, as the tool does), loaded."""
+    from models.dino.export_aoti import export_aoti, round_up
+
+    size = [max(round_up(v), 128) for v in opt.export_size]
+    path = os.path.join(folder, "model.pt2")
+    start = time.perf_counter()
+    export_aoti(model, path, torch.randn(2, 3, *size))
+    print(f"AOTInductor package compiled in {time.perf_counter() - start:.0f} s")
+    return torch._inductor.aoti_load_package(path)
 
 
 if __name__ == "__main__":

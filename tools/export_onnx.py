@@ -181,23 +181,85 @@ def top_detections(logits: np.ndarray, boxes: np.ndarray, k: int = 100) -> np.nd
     return np.concatenate([prob[top, None], c[:, None].astype(np.float64), boxes[q].astype(np.float64)], 1)
 
 
-def compare(session, model: torch.nn.Module, batches: Sequence[Sequence[torch.Tensor]]) -> Tuple[bool, List[str]]:
-    """Run every batch through ONNX Runtime and PyTorch; (agree, report lines)."""
-    from util.misc import nested_tensor_from_tensor_list
+class OnnxRuntimeRun:
+    """The exported ONNX graph under ONNX Runtime (CPU), for the check and --val."""
 
+    name, key = "ONNX Runtime (CPU)", "onnx"
+
+    def __init__(self, path: str, threads: Optional[int] = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.with_sizes = "orig_sizes" in {i.name for i in self.session.get_inputs()}
+
+    def batch(self, images: Sequence[torch.Tensor]):
+        """The NestedTensor the graph is given for these images (padded as PyTorch batches them)."""
+        from util.misc import nested_tensor_from_tensor_list
+        return nested_tensor_from_tensor_list(list(images))
+
+    def run(self, padded: torch.Tensor, orig_sizes: Optional[torch.Tensor] = None) -> List[np.ndarray]:
+        """Every output of the graph (pred_logits, pred_boxes[, scores, labels, boxes])."""
+        feeds = {"images": padded.numpy()}
+        if self.with_sizes:
+            feeds["orig_sizes"] = (orig_sizes if orig_sizes is not None else _sizes_of(padded)).numpy()
+        return self.session.run(None, feeds)
+
+
+class AotiRun:
+    """The AOTInductor package loaded in this process, for the check and --val."""
+
+    name, key = "AOTInductor", "aoti"
+
+    def __init__(self, path: str, threads: Optional[int] = None):
+        from models.dino.export_aoti import read_metadata
+
+        self.package = torch._inductor.aoti_load_package(path)
+        self.with_sizes = "orig_sizes" in read_metadata(self.package).get("input_names", [])
+
+    def batch(self, images: Sequence[torch.Tensor]):
+        """The images padded as deploy/aoti_detector.py pads them (multiples of 64), with their masks."""
+        from models.dino.export_aoti import pad_images
+        from util.misc import NestedTensor, nested_tensor_from_tensor_list
+
+        nested = nested_tensor_from_tensor_list(list(images))
+        padded = pad_images(nested.tensors)
+        extra = (0, padded.shape[3] - nested.mask.shape[2], 0, padded.shape[2] - nested.mask.shape[1])
+        return NestedTensor(padded, torch.nn.functional.pad(nested.mask, extra, value=True))
+
+    def run(self, padded: torch.Tensor, orig_sizes: Optional[torch.Tensor] = None) -> List[np.ndarray]:
+        inputs = [padded]
+        if self.with_sizes:
+            inputs.append(orig_sizes if orig_sizes is not None else _sizes_of(padded))
+        with torch.inference_mode():
+            return [out.numpy() for out in self.package(*inputs)]
+
+
+def _sizes_of(padded: torch.Tensor) -> torch.Tensor:
+    return torch.tensor([list(padded.shape[-2:])] * padded.shape[0], dtype=torch.int64)
+
+
+def open_runtime(fmt: str, path: str, threads: Optional[int] = None):
+    return AotiRun(path, threads) if fmt == "aoti" else OnnxRuntimeRun(path, threads)
+
+
+def compare(runtime, model: torch.nn.Module, batches: Sequence[Sequence[torch.Tensor]]) -> Tuple[bool, List[str]]:
+    """Run every batch through the exported model and PyTorch; (agree, report lines)."""
     ok, lines = True, []
     for images in batches:
-        padded = nested_tensor_from_tensor_list(images).tensors
+        nested = runtime.batch(images)
+        padded = nested.tensors
         with torch.no_grad():
-            ref = model(images)
+            ref = model(nested)
         ref_logits, ref_boxes = ref["pred_logits"].numpy(), ref["pred_boxes"].numpy()
         try:
-            logits, boxes = session.run(["pred_logits", "pred_boxes"],
-                                        {"images": padded.numpy(), **_extra_feeds(session, padded)})
-        except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own error types
+            logits, boxes = runtime.run(padded)[:2]
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime's / AOTInductor's own error types
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise ExportError(f"ONNX Runtime could not run the exported graph on a batch of {len(images)} padded to "
-                              f"{padded.shape[2]}x{padded.shape[3]} ({first}); the graph of this config does not "
+            raise ExportError(f"{runtime.name} could not run the exported model on a batch of {len(images)} padded "
+                              f"to {padded.shape[2]}x{padded.shape[3]} ({first}); the model of this config does not "
                               f"generalise from the export size (docs/EXPORT.md, Limits); nothing was written") from None
         for i, img in enumerate(images):
             rows_ref = np.concatenate([ref_logits[i], ref_boxes[i]], -1)
@@ -214,23 +276,15 @@ def compare(session, model: torch.nn.Module, batches: Sequence[Sequence[torch.Te
     return ok, lines
 
 
-def _extra_feeds(session, images: torch.Tensor) -> Dict[str, np.ndarray]:
-    names = {i.name for i in session.get_inputs()}
-    if "orig_sizes" not in names:
-        return {}
-    return {"orig_sizes": np.array([list(images.shape[-2:])] * images.shape[0], dtype=np.int64)}
-
-
-def check_postprocess(session, model: torch.nn.Module, postprocessor, images: Sequence[torch.Tensor]) -> str:
+def check_postprocess(runtime, model: torch.nn.Module, postprocessor, images: Sequence[torch.Tensor]) -> str:
     """One line comparing the in-graph detections with PostProcess (top-k, no NMS) on the same images."""
     from models.dino.postprocess import PostProcess
-    from util.misc import nested_tensor_from_tensor_list
 
-    padded = nested_tensor_from_tensor_list(images).tensors
+    nested = runtime.batch(images)
     sizes = torch.tensor([list(im.shape[1:]) for im in images], dtype=torch.int64)
-    _, _, scores, labels, boxes = session.run(None, {"images": padded.numpy(), "orig_sizes": sizes.numpy()})
+    _, _, scores, labels, boxes = runtime.run(nested.tensors, sizes)
     with torch.no_grad():
-        ref = PostProcess(num_select=postprocessor.num_select)(model(images), sizes)
+        ref = PostProcess(num_select=postprocessor.num_select)(model(nested), sizes)
     fracs = []
     for i, r in enumerate(ref):
         a = torch.cat([r["scores"][:, None], r["labels"][:, None].float(), r["boxes"] / 100], -1).numpy()
@@ -242,9 +296,10 @@ def check_postprocess(session, model: torch.nn.Module, postprocessor, images: Se
 # --------------------------------------------------------------------------- #
 # COCO AP
 # --------------------------------------------------------------------------- #
-def coco_ap(session, model: torch.nn.Module, postprocessor, args: argparse.Namespace, coco_dir: str,
+def coco_ap(runtime, model: torch.nn.Module, postprocessor, args: argparse.Namespace, coco_dir: str,
             max_images: Optional[int]) -> List[str]:
-    """COCO box AP of ONNX Runtime and of PyTorch on COCODIR's val split (batch 1, as evaluation)."""
+    """COCO box AP of the exported model and of PyTorch on COCODIR's val split (batch 1, as evaluation;
+    the exported model's input padded as its runner pads it)."""
     import contextlib
     import io
 
@@ -257,18 +312,18 @@ def coco_ap(session, model: torch.nn.Module, postprocessor, args: argparse.Names
     dataset = build_dataset(image_set="val", args=args)
     base = get_coco_api_from_dataset(dataset)
     count = len(dataset) if not max_images else min(max_images, len(dataset))
-    evaluators = {name: CocoEvaluator(base, ("bbox",)) for name in ("pytorch", "onnx")}
-    for index in tqdm(range(count), desc="COCO val (PyTorch and ONNX Runtime)", unit="image"):
+    names = ("pytorch", runtime.key)
+    evaluators = {name: CocoEvaluator(base, ("bbox",)) for name in names}
+    for index in tqdm(range(count), desc=f"COCO val (PyTorch and {runtime.name})", unit="image"):
         image, target = dataset[index]
         size = target["orig_size"][None]
         with torch.no_grad():
             ref = postprocessor(model([image]), size)
-        logits, boxes = session.run(["pred_logits", "pred_boxes"],
-                                    {"images": image[None].numpy(), **_extra_feeds(session, image[None])})
+        logits, boxes = runtime.run(runtime.batch([image]).tensors)[:2]
         got = postprocessor({"pred_logits": torch.from_numpy(logits), "pred_boxes": torch.from_numpy(boxes)}, size)
         image_id = int(target["image_id"])
         evaluators["pytorch"].update({image_id: ref[0]})
-        evaluators["onnx"].update({image_id: got[0]})
+        evaluators[runtime.key].update({image_id: got[0]})
     stats = {}
     for name, ev in evaluators.items():
         with contextlib.redirect_stdout(io.StringIO()):
@@ -277,7 +332,7 @@ def coco_ap(session, model: torch.nn.Module, postprocessor, args: argparse.Names
         stats[name] = ev.coco_eval["bbox"].stats
     keys = ("AP", "AP50", "AP75", "APs", "APm", "APl")
     lines = [f"COCO box AP on {count} images of {coco_dir} val2017:", f"{'':12}" + "".join(f"{k:>8}" for k in keys)]
-    for name in ("pytorch", "onnx"):
+    for name in names:
         lines.append(f"{name:12}" + "".join(f"{100 * v:8.2f}" if v >= 0 else f"{'n/a':>8}" for v in stats[name][:6]))
     return lines
 
@@ -295,7 +350,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="a released model by name (tools/fetch_weights.py --list), config included")
     p.add_argument("--weights_dir", "--weights-dir", dest="weights_dir", metavar="DIR",
                    help="folder of weight files looked in before any download (default: $DINO_WEIGHTS_DIR)")
-    p.add_argument("--output", required=True, help="the .onnx file to write")
+    p.add_argument("--output", required=True, help="the .onnx (or, for --format aoti, .pt2) file to write")
+    p.add_argument("--format", choices=("onnx", "aoti"), default=None,
+                   help="onnx (default), or aoti: a torch.export + AOTInductor package run by torch alone "
+                        "(deploy/aoti_detector.py); default from the --output suffix (.pt2: aoti)")
     p.add_argument("--options", nargs="+", action=DictAction, default={},
                    help="config overrides KEY=VALUE, as used for training")
     p.add_argument("--use-ema", action="store_true", help="export 'ema_model' instead of 'model'")
@@ -306,7 +364,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-sizes", type=int, nargs=4, metavar=("H1", "W1", "H2", "W2"),
                    help="the two image sizes of the check; default from the config")
     p.add_argument("--no-check", action="store_true", help="write the model without comparing it with PyTorch")
-    p.add_argument("--val", metavar="COCODIR", help="also print COCO AP of ONNX and PyTorch on COCODIR/val2017")
+    p.add_argument("--val", metavar="COCODIR", help="also print COCO AP of the export and PyTorch on COCODIR/val2017")
     p.add_argument("--val-images", type=int, default=None, metavar="N", help="with --val: only the first N images")
     p.add_argument("--external-data", action="store_true",
                    help="write the weights to OUTPUT.data beside the graph (automatic for graphs over 2 GB)")
@@ -330,22 +388,75 @@ def resolve_model(opt: argparse.Namespace) -> None:
         opt.checkpoint = opt.model
 
 
-def run(opt: argparse.Namespace) -> int:
+def output_format(opt: argparse.Namespace) -> str:
+    """'onnx' or 'aoti': --format, else from the --output suffix (.pt2: aoti)."""
+    if opt.format:
+        return opt.format
+    return "aoti" if opt.output.lower().endswith(".pt2") else "onnx"
+
+
+def check_requirements(fmt: str) -> None:
+    if fmt == "aoti":
+        return  # torch alone (and a C++ compiler, which torch.utils.cpp_extension finds)
     try:
         import onnx  # noqa: F401
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError as exc:
         raise ExportError(f"{exc.name} is not installed; install it with `pip install -r requirements-export.txt`")
+
+
+def sizes_for(opt: argparse.Namespace, args: argparse.Namespace, fmt: str
+              ) -> Tuple[Tuple[int, int], List[Tuple[int, int]]]:
+    """(export size, the two check sizes). For an AOTInductor package the sizes it runs at are
+    multiples of 64: the export size is rounded up, and each check size must pad to another size."""
+    export_size, check_sizes = default_sizes(args)
+    export_size = tuple(opt.size) if opt.size else export_size
+    if fmt == "aoti":
+        from models.dino.export_aoti import SIZE_MULTIPLE, round_up
+        export_size = tuple(max(round_up(v), 2 * SIZE_MULTIPLE) for v in export_size)
+        if not opt.check_sizes:  # bigger landscape and a portrait: padded sizes other than the export's
+            h, w = export_size
+            check_sizes = [(h + SIZE_MULTIPLE - 8, w - 8), (w - 24, h - 24 + (SIZE_MULTIPLE if h == w else 0))]
+    if opt.check_sizes:
+        check_sizes = [tuple(opt.check_sizes[:2]), tuple(opt.check_sizes[2:])]
+    runs_at = (lambda s: tuple(max(round_up(v), 2 * SIZE_MULTIPLE) for v in s)) if fmt == "aoti" else tuple
+    if not opt.no_check and any(runs_at(s) == runs_at(export_size) for s in check_sizes):
+        extra = " once padded to multiples of 64" if fmt == "aoti" else ""
+        raise ExportError(f"--check-sizes must differ from the export size {export_size}{extra}")
+    return export_size, check_sizes
+
+
+def write_package(model: torch.nn.Module, folder: str, name: str, size: Tuple[int, int],
+                  num_select: Optional[int], metadata: Dict[str, Any]) -> None:
+    """The AOTInductor package `folder`/`name` (compiled C++: minutes on a CPU)."""
+    from models.dino.export_aoti import export_aoti
+
+    # a batch of 2: torch.export specialises a dimension of size 1
+    example = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
+    export_aoti(model, os.path.join(folder, name), example, num_select=num_select, metadata=metadata)
+
+
+def check_export(runtime, model, postprocessor, opt, check_sizes) -> bool:
+    """The gate: the exported model against PyTorch at the check sizes, one by one and as a padded batch."""
+    images = smooth_images(check_sizes)
+    ok, lines = compare(runtime, model, [[images[0]], [images[1]], images])
+    print(f"check: {runtime.name} vs PyTorch")
+    print("\n".join("  " + line for line in lines))
+    if opt.postprocess:
+        print("  " + check_postprocess(runtime, model, postprocessor, images))
+    return ok
+
+
+def run(opt: argparse.Namespace) -> int:
+    fmt = output_format(opt)
+    check_requirements(fmt)
     if opt.threads:
         torch.set_num_threads(opt.threads)
     resolve_model(opt)
     output = check_paths(opt.output, [p for p in (opt.config_file, opt.checkpoint) if p], opt.overwrite)
     model, postprocessor, args = build_model(opt.config_file, opt.options, opt.checkpoint, opt.use_ema,
-                                         opt.trust_checkpoint)
-    export_size, check_sizes = default_sizes(args)
-    export_size = tuple(opt.size) if opt.size else export_size
-    if opt.check_sizes:
-        check_sizes = [tuple(opt.check_sizes[:2]), tuple(opt.check_sizes[2:])]
+                                             opt.trust_checkpoint)
+    export_size, check_sizes = sizes_for(opt, args, fmt)
     num_select = int(args.num_select) if opt.postprocess else None
 
     folder = tmp_path_for(output, keep_extension=False)  # private: removed here, or by the next run if killed
@@ -354,47 +465,48 @@ def run(opt: argparse.Namespace) -> int:
     tmp = os.path.join(folder, os.path.basename(output))
     try:
         start = time.time()
-        print(f"exporting {opt.config_file or opt.checkpoint} at {export_size[0]}x{export_size[1]} ...", flush=True)
+        what = "AOTInductor package (C++ compile: minutes on a CPU)" if fmt == "aoti" else "ONNX graph"
+        print(f"exporting {opt.config_file or opt.checkpoint} at {export_size[0]}x{export_size[1]} "
+              f"as {what} ...", flush=True)
+        data = None
         try:
-            data = write_model(model, folder, os.path.basename(output), export_size, num_select,
-                               deploy_metadata(args), opt.external_data)
-        except OSError as exc:  # the graph is written to the temporary folder beside --output
+            if fmt == "aoti":
+                write_package(model, folder, os.path.basename(output), export_size, num_select, deploy_metadata(args))
+            else:
+                data = write_model(model, folder, os.path.basename(output), export_size, num_select,
+                                   deploy_metadata(args), opt.external_data)
+        except OSError as exc:  # the model is written to the temporary folder beside --output
             raise write_error(output, exc) from exc
         size = sum(os.path.getsize(f) for f in (tmp, data) if f) / 2**20
         print(f"exported in {time.time() - start:.0f} s ({size:.1f} MiB"
               f"{', weights in ' + os.path.basename(data) if data else ''})", flush=True)
         status = 0
-        if not opt.no_check or opt.val:
-            options = ort.SessionOptions()
-            if opt.threads:
-                options.intra_op_num_threads = opt.threads
-            session = ort.InferenceSession(tmp, options, providers=["CPUExecutionProvider"])
-        if not opt.no_check:
-            if any(tuple(s) == tuple(export_size) for s in check_sizes):
-                raise ExportError(f"--check-sizes must differ from the export size {export_size}")
-            images = smooth_images(check_sizes)
-            ok, lines = compare(session, model, [[images[0]], [images[1]], images])
-            print("check: ONNX Runtime (CPU) vs PyTorch")
-            print("\n".join("  " + line for line in lines))
-            if opt.postprocess:
-                print("  " + check_postprocess(session, model, postprocessor, images))
-            if not ok:
-                print(f"error: the exported model disagrees with PyTorch; {output} was not written "
-                      f"(--no-check writes it anyway, e.g. to inspect it)", file=sys.stderr)
-                status = 1
+        runtime = open_runtime(fmt, tmp, opt.threads) if (not opt.no_check or opt.val) else None
+        if not opt.no_check and not check_export(runtime, model, postprocessor, opt, check_sizes):
+            print(f"error: the exported model disagrees with PyTorch; {output} was not written "
+                  f"(--no-check writes it anyway, e.g. to inspect it)", file=sys.stderr)
+            status = 1
         if opt.val and status == 0:
-            print("\n".join(coco_ap(session, model, postprocessor, args, opt.val, opt.val_images)))
+            print("\n".join(coco_ap(runtime, model, postprocessor, args, opt.val, opt.val_images)))
         if status == 0:
-            try:
-                if data:
-                    os.replace(data, output + ".data")  # the data first: the graph appears only when complete
-                os.replace(tmp, output)
-            except OSError as exc:
-                raise write_error(output, exc) from exc
-            print(f"wrote {output}" + (f" and {output}.data" if data else ""))
+            publish(tmp, data, output, fmt)
         return status
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def publish(tmp: str, data: Optional[str], output: str, fmt: str) -> None:
+    """Move the checked files to --output (the data file first: the model appears only when complete)."""
+    try:
+        if data:
+            os.replace(data, output + ".data")
+        os.replace(tmp, output)
+    except OSError as exc:
+        raise write_error(output, exc) from exc
+    if fmt == "aoti":
+        from util.trusted_packages import remember
+        remember(output)  # exported here: tools/inference.py --aoti loads it without --trust_checkpoint
+    print(f"wrote {output}" + (f" and {output}.data" if data else ""))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

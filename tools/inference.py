@@ -221,6 +221,8 @@ def build_detector(opts):
     from tools.inference_use import sliced
     if opts.onnx:
         return sliced(build_onnx_detector(opts), opts)
+    if opts.aoti:
+        return sliced(build_aoti_detector(opts), opts)
     from detector import Detector
     detector = Detector.from_checkpoint(opts.checkpoint, config=opts.config_file, options=opts.options,
                                         device=opts.device, use_ema=opts.use_ema, amp=opts.amp,
@@ -241,7 +243,7 @@ def build_onnx_detector(opts):
     if not os.path.isfile(opts.onnx):
         raise ToolError(f"--onnx {opts.onnx}: no such file")
     try:
-        detector = OnnxRuntimeDetector(OnnxDetector(opts.onnx))
+        detector = ExportedModelDetector(OnnxDetector(opts.onnx))
     except Exception as exc:  # noqa: BLE001 - onnxruntime's load errors
         raise ToolError(f"--onnx {opts.onnx}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from None
     if opts.category_names:
@@ -249,8 +251,33 @@ def build_onnx_detector(opts):
     return detector
 
 
-class OnnxRuntimeDetector:
-    """deploy.onnx_detector.OnnxDetector behind the Detector's call: the same threshold,
+def build_aoti_detector(opts):
+    """deploy.aoti_detector.AotiDetector for --aoti: a package exported on this machine, or --trust_checkpoint
+    (loading a package runs the compiled code in it)."""
+    from util.trusted_packages import is_trusted, trust_file
+
+    if not os.path.isfile(opts.aoti):
+        raise ToolError(f"--aoti {opts.aoti}: no such file")
+    if not opts.trust_checkpoint and not is_trusted(opts.aoti):
+        raise ToolError(f"--aoti {opts.aoti}: an AOTInductor package is compiled code, and this one was not exported "
+                        f"on this machine (no record in {trust_file()}); export it yourself with tools/export_onnx.py "
+                        f"--format aoti, or add --trust_checkpoint to run its code knowingly")
+    from deploy.aoti_detector import AotiDetector
+    try:
+        detector = ExportedModelDetector(AotiDetector(opts.aoti))
+    except Exception as exc:  # noqa: BLE001 - the package loader's errors
+        raise ToolError(f"--aoti {opts.aoti}: torch cannot load it as an AOTInductor package "
+                        f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); "
+                        f"a package runs only with the torch version and CPU kind it was exported for") from None
+    if opts.category_names:
+        detector.category_names = load_category_names(opts.category_names)
+    if not opts.quiet:
+        print(f"model: {opts.aoti} (AOTInductor package); {len(detector.category_names)} class names", file=sys.stderr)
+    return detector
+
+
+class ExportedModelDetector:
+    """deploy's OnnxDetector / AotiDetector behind the Detector's call: the same threshold,
     top-k and per-class NMS, results as util.detections.Detections (numpy only)."""
 
     def __init__(self, runtime):
@@ -296,6 +323,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights_dir", "--weights-dir", dest="weights_dir", metavar="DIR",
                    help="folder of weight files looked in before any download (default: $DINO_WEIGHTS_DIR)")
     p.add_argument("--onnx", help="run this exported ONNX model with ONNX Runtime instead of a checkpoint")
+    p.add_argument("--aoti", metavar="MODEL.pt2",
+                   help="run this AOTInductor package (tools/export_onnx.py --format aoti) instead of a checkpoint")
     p.add_argument("--images", nargs="+", required=True, help="image or video files and/or folders of them")
     p.add_argument("--output_dir", "--output-dir", dest="output_dir", required=True,
                    help="folder for the annotated pictures/videos and detections.json (not an input folder)")
@@ -340,9 +369,11 @@ def check_values(opts) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     """Run the tool; returns the detections written to detections.json."""
     opts = get_parser().parse_args(argv)
-    if sum(bool(x) for x in (opts.checkpoint, opts.onnx, opts.model)) != 1:
-        raise ToolError("give one of --checkpoint CKPT, --model NAME or --onnx MODEL.onnx")
-    if not opts.onnx:  # (the ONNX path never imports torch)
+    if sum(bool(x) for x in (opts.checkpoint, opts.onnx, opts.model, opts.aoti)) != 1:
+        raise ToolError("give one of --checkpoint CKPT, --model NAME, --onnx MODEL.onnx or --aoti MODEL.pt2")
+    if opts.compile and (opts.onnx or opts.aoti):
+        raise ToolError("--compile applies to a checkpoint's model; an exported model is already compiled")
+    if not (opts.onnx or opts.aoti):  # (the ONNX path never imports torch)
         from util.zoo import detector_config, get_entry, use_weights_dir
         use_weights_dir(opts.weights_dir)
         if opts.model:
@@ -363,10 +394,10 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
         if isinstance(exc, (ToolError,) + _loaded_error_classes(*PEOPLE_ERRORS)):
             raise
         from util.cli import unexpected_error_line
-        raise ToolError(unexpected_error_line(exc, opts.checkpoint or opts.onnx)[len("error: "):]) from exc
+        raise ToolError(unexpected_error_line(exc, opts.checkpoint or opts.onnx or opts.aoti)[len("error: "):]) from exc
     start = time.time()
     done, skipped = run(detector, inputs, outputs, opts)
-    source = opts.model or os.path.abspath(opts.checkpoint or opts.onnx)
+    source = opts.model or os.path.abspath(opts.checkpoint or opts.onnx or opts.aoti)
     payload = {"checkpoint": source, "threshold": opts.threshold,
                "nms": opts.nms, "topk": opts.topk, **use.use_settings(opts),
                "category_names": {str(k): v for k, v in detector.category_names.items()},

@@ -1,0 +1,160 @@
+"""torch.export + AOTInductor packages (tools/export_onnx.py --format aoti, models/dino/export_aoti.py),
+the torch-only runner (deploy/aoti_detector.py) and tools/inference.py --aoti.
+
+One package is compiled per module (the demo config, seeded random weights; about 3 minutes of C++
+compilation on 2 cores): the tool's gate has compared it with PyTorch at sizes other than the export
+size, one by one and as a padded batch, and the tests below use it.
+"""
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests"))
+sys.path.insert(0, REPO)
+
+from helpers import build_args  # noqa: E402
+from parity_support import fraction_of_rows_matched  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trust_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("trust") / "trusted.json"
+    old = os.environ.get("DINO_TRUST_FILE")
+    os.environ["DINO_TRUST_FILE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("DINO_TRUST_FILE", None)
+    else:
+        os.environ["DINO_TRUST_FILE"] = old
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory, trust_file):
+    """(model, postprocessor, args, package path, the tool's printout)."""
+    from main import build_model_main
+    from tools.export_onnx import main as export_tool
+
+    args = build_args("config/DINO/DINO_demo.py", ["num_classes=6", "dn_labelbook_size=6"])
+    torch.manual_seed(0)
+    model, _, post = build_model_main(args)
+    with torch.no_grad():
+        for name, p in model.named_parameters():  # learned-looking sampling points and attention
+            if "sampling_offsets" in name or "attention_weights" in name or "class_embed" in name:
+                p.add_(torch.randn_like(p) * 0.05)
+        model.transformer.enc_output.bias.zero_()  # no exact ties at the two-stage top-k (test_export_onnx.py)
+    model.eval()
+    folder = tmp_path_factory.mktemp("aoti")
+    args.category_names = {1: "circle", 2: "square"}
+    torch.save({"model": model.state_dict(), "args": args}, folder / "checkpoint.pth")
+    path = folder / "dino_demo.pt2"
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = export_tool(["--checkpoint", str(folder / "checkpoint.pth"), "--output", str(path), "--threads", "2"])
+    assert code == 0, buffer.getvalue()
+    return model, post["bbox"], args, path, buffer.getvalue()
+
+
+def test_the_gate_passed_at_sizes_other_than_the_export_size(package):
+    out, path = package[4], package[3]
+    assert "as AOTInductor package" in out and "at 128x192" in out  # the demo's 128x160, padded to 64s
+    checks = [line for line in out.splitlines() if "top-100 detections matched" in line]
+    assert len(checks) == 4 and all(line.strip().startswith("ok") for line in checks), out
+    padded = {line.split("padded to ")[1].split(")")[0] for line in checks}
+    assert padded == {"192x192", "192x128"}  # neither is the export's 128x192; the batch of both pads to 192x192
+    assert path.is_file() and not [p for p in os.listdir(path.parent) if p.startswith(".")]  # no temporary left
+
+
+def padded_reference(model, meta):
+    """A detector running the PyTorch model on input pre-processed and padded exactly as the runner's."""
+    from deploy.common import ExportedDetector, pad_batch
+    from util.misc import NestedTensor
+
+    class TorchRun(ExportedDetector):
+        def run(self, batch):
+            images = torch.from_numpy(pad_batch(batch, 64, min_size=128))
+            mask = torch.ones(images.shape[0], *images.shape[2:], dtype=torch.bool)
+            for i, x in enumerate(batch):
+                mask[i, :x.shape[1], :x.shape[2]] = False
+            with torch.no_grad():
+                out = model(NestedTensor(images, mask))
+            return out["pred_logits"].numpy(), out["pred_boxes"].numpy()
+
+    return TorchRun(meta)
+
+
+def test_runner_needs_only_torch_and_gives_pytorchs_detections(package, tmp_path):
+    """deploy/ copied alone beside the package, run in a fresh interpreter where this project's
+    modules cannot be imported: the same detections as the PyTorch model given the same input."""
+    from PIL import Image
+
+    from deploy.aoti_detector import AotiDetector
+    model, post, args, path, _ = package
+    shutil.copytree(os.path.join(REPO, "deploy"), tmp_path / "deploy")
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(70, 90), (95, 80)]):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).resize((w * 2, h * 2)).save(tmp_path / f"{i}.png")
+    script = ("import json, sys; from deploy.aoti_detector import AotiDetector\n"
+              f"d = AotiDetector({str(path)!r}, num_threads=2)\n"
+              "r = d(['0.png', '1.png'], threshold=0.0)\n"
+              "assert not [m for m in sys.modules if m.split('.')[0] in ('models', 'util', 'datasets', 'detector')]\n"
+              "print(json.dumps({'names': d.category_names, 'r': [{k: v.tolist() for k, v in x.items()} for x in r]}))")
+    env = dict(os.environ, PYTHONPATH="")
+    res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["names"] == {"1": "circle", "2": "square"}
+    reference = padded_reference(model, AotiDetector(str(path)).meta)
+    for i, det in enumerate(got["r"]):
+        [ref] = reference([str(tmp_path / f"{i}.png")], threshold=0.0)
+        assert len(det["scores"]) == len(ref["scores"]) == args.num_select
+        a = np.concatenate([ref["scores"][:, None], ref["labels"][:, None], ref["boxes"] / 100], 1)
+        b = np.concatenate([np.array(det["scores"])[:, None], np.array(det["labels"])[:, None],
+                            np.array(det["boxes"]) / 100], 1)
+        assert fraction_of_rows_matched(torch.from_numpy(a), torch.from_numpy(b)) >= 0.95
+
+
+def test_inference_tool_runs_the_package_it_exported_and_refuses_others(package, tmp_path, capsys):
+    from PIL import Image
+
+    from tools import inference
+    path = package[3]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (150, 120), (200, 60, 40)).save(photos / "a.jpg")
+    assert inference.run_cli(["--aoti", str(path), "--images", str(photos), "--output_dir", str(tmp_path / "out"),
+                              "--threshold", "0.0", "--quiet"]) == 0
+    data = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert data["checkpoint"] == str(path) and len(data["detections"][0]["scores"]) >= 1
+    assert (tmp_path / "out" / "a_jpg.png").is_file() and data["category_names"] == {"1": "circle", "2": "square"}
+
+    copy = tmp_path / "elsewhere.pt2"  # the same bytes are trusted; a package changed by one byte is not
+    data_bytes = bytearray(path.read_bytes())
+    data_bytes[-1] ^= 1
+    copy.write_bytes(bytes(data_bytes))
+    capsys.readouterr()
+    assert inference.run_cli(["--aoti", str(copy), "--images", str(photos), "--output_dir", str(tmp_path / "o2"),
+                              "--quiet"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not exported on this machine" in err[0] and "--trust_checkpoint" in err[0]
+    assert not (tmp_path / "o2" / "detections.json").exists()
+
+
+def test_export_size_must_differ_from_the_check_sizes_once_padded(package, tmp_path, capsys):
+    from tools.export_onnx import main as export_tool
+    ckpt = package[3].parent / "checkpoint.pth"
+    code = export_tool(["--checkpoint", str(ckpt), "--output", str(tmp_path / "x.pt2"), "--size", "128", "160",
+                        "--check-sizes", "120", "150", "192", "128"])
+    err = capsys.readouterr().err
+    assert code != 0 and "once padded to multiples of 64" in err and not (tmp_path / "x.pt2").exists()
