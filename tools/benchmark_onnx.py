@@ -67,10 +67,13 @@ def main(argv=None) -> int:
     torch.set_num_threads(opt.threads)
     model = build(opt.config_file, opt.options)
     image = torch.randn(3, *opt.size, generator=torch.Generator().manual_seed(1))
+    padded = image[None]  # what the exported models get; PyTorch gets the same with its padding mask
     if opt.aoti:
         from models.dino.export_aoti import pad_images
-        image = pad_images(image[None])[0]
-        print(f"image zero-padded to {image.shape[1]}x{image.shape[2]} (multiples of 64, for the package)")
+        padded = pad_images(padded)
+        print(f"image zero-padded to {padded.shape[2]}x{padded.shape[3]} (multiples of 64, for the package)")
+    mask = torch.ones(padded.shape[0], *padded.shape[2:], dtype=torch.bool)
+    mask[:, :opt.size[0], :opt.size[1]] = False
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "model.onnx")
         start = time.perf_counter()
@@ -85,16 +88,18 @@ def main(argv=None) -> int:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
+        from util.misc import NestedTensor
+
         def run_torch():
             with torch.no_grad():
-                return model([image])
+                return model(NestedTensor(padded, mask))
 
         def run_ort():
-            return session.run(["pred_logits", "pred_boxes"], {"images": image[None].numpy()})
+            return session.run(["pred_logits", "pred_boxes"], {"images": padded.numpy()})
 
         runners = {"pytorch": run_torch, "onnxruntime": run_ort}
         if package is not None:
-            runners["aoti"] = lambda: package(image[None])
+            runners["aoti"] = lambda: package(padded)
         ref, got = run_torch(), run_ort()  # warm-up
         ref_rows = np.concatenate([ref["pred_logits"][0].numpy(), ref["pred_boxes"][0].numpy()], -1)
         matched = rows_matched(ref_rows, np.concatenate([got[0][0], got[1][0]], -1))
@@ -108,7 +113,7 @@ def main(argv=None) -> int:
                 fn()
                 times[name].append(time.perf_counter() - start)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"{opt.config_file} {opt.size[0]}x{opt.size[1]}, batch 1, {opt.threads} threads, median of {opt.repeats} "
+    print(f"{opt.config_file} {opt.size[0]}x{opt.size[1]} (run at {padded.shape[2]}x{padded.shape[3]}), batch 1, {opt.threads} threads, median of {opt.repeats} "
           f"(PyTorch MSDeformAttn path: {ops.backend('cpu')}; ONNX Runtime {ort.__version__})")
     for name in runners:
         runs = ", ".join(f"{t:.2f}" for t in times[name])
