@@ -48,6 +48,24 @@ def build_tiny_model(*options: str, config: str = "config/DINO/DINO_4scale.py"):
     return build_model_main(tiny_args(*options, config=config))
 
 
+def build_export_demo_model(*options: str):
+    """(model in eval mode, postprocessors, args): the demo config with seeded random weights made to
+    look learned where export checks need it (tests/test_export_onnx.py, test_export_aoti.py)."""
+    from main import build_model_main
+    args = build_args("config/DINO/DINO_demo.py", list(options))
+    torch.manual_seed(0)
+    model, _, post = build_model_main(args)
+    with torch.no_grad():
+        for name, p in model.named_parameters():  # learned-looking sampling points and attention
+            if "sampling_offsets" in name or "attention_weights" in name or "class_embed" in name:
+                p.add_(torch.randn_like(p) * 0.05)
+        # all padded positions score the same in query selection; keep that score (now the class prior,
+        # as in a trained model) below the selected queries, so that no exact tie at the top-k boundary,
+        # which PyTorch and an exported model may break differently, decides the selection
+        model.transformer.enc_output.bias.zero_()
+    return model.eval(), post, args
+
+
 def make_targets(boxes_per_image: Sequence[int], num_classes: int = 5, seed: int = 0) -> List[Dict[str, torch.Tensor]]:
     """Random normalized cxcywh targets with the given object counts."""
     g = torch.Generator().manual_seed(seed)

@@ -21,7 +21,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 sys.path.insert(0, REPO)
 
-from helpers import build_args  # noqa: E402
 from parity_support import fraction_of_rows_matched  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -42,18 +41,10 @@ def trust_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def package(tmp_path_factory, trust_file):
     """(model, postprocessor, args, package path, the tool's printout)."""
-    from main import build_model_main
+    from helpers import build_export_demo_model
     from tools.export_onnx import main as export_tool
 
-    args = build_args("config/DINO/DINO_demo.py", ["num_classes=6", "dn_labelbook_size=6"])
-    torch.manual_seed(0)
-    model, _, post = build_model_main(args)
-    with torch.no_grad():
-        for name, p in model.named_parameters():  # learned-looking sampling points and attention
-            if "sampling_offsets" in name or "attention_weights" in name or "class_embed" in name:
-                p.add_(torch.randn_like(p) * 0.05)
-        model.transformer.enc_output.bias.zero_()  # no exact ties at the two-stage top-k (test_export_onnx.py)
-    model.eval()
+    model, post, args = build_export_demo_model("num_classes=6", "dn_labelbook_size=6")
     folder = tmp_path_factory.mktemp("aoti")
     args.category_names = {1: "circle", 2: "square"}
     torch.save({"model": model.state_dict(), "args": args}, folder / "checkpoint.pth")

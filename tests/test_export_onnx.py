@@ -221,19 +221,8 @@ def demo_run(tmp_path_factory):
     """The demo config exported by the tool, with --val on a tiny synthetic COCO folder; (folder, stdout)."""
     if not HAVE_ORT:
         pytest.skip("onnx/onnxruntime not installed (pip install -r requirements-export.txt)")
-    from main import build_model_main
-    args = build_args("config/DINO/DINO_demo.py")
-    torch.manual_seed(0)
-    model, _, post = build_model_main(args)
-    with torch.no_grad():
-        for name, p in model.named_parameters():  # learned-looking sampling points and attention
-            if "sampling_offsets" in name or "attention_weights" in name or "class_embed" in name:
-                p.add_(torch.randn_like(p) * 0.05)
-        # all padded positions score the same in query selection; keep that score (now the class prior,
-        # as in a trained model) below the selected queries, so that no exact tie at the top-k boundary,
-        # which PyTorch and ONNX Runtime may break differently, decides the selection
-        model.transformer.enc_output.bias.zero_()
-    model.eval()
+    from helpers import build_export_demo_model
+    model, post, args = build_export_demo_model()
     folder = tmp_path_factory.mktemp("demo")
     torch.save({"model": model.state_dict()}, folder / "checkpoint.pth")
     path = folder / "dino_demo.onnx"

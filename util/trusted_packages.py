@@ -11,7 +11,6 @@ The record is a JSON list of hashes in `$DINO_TRUST_FILE`, default
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from typing import List
@@ -27,11 +26,8 @@ def trust_file() -> str:
 
 
 def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from util.downloads import sha256_of
+    return sha256_of(path)
 
 
 def _recorded() -> List[str]:
