@@ -38,22 +38,42 @@ def trust_file(tmp_path_factory):
         os.environ["DINO_TRUST_FILE"] = old
 
 
+def help_example(module, marker: str):
+    """The argv of the one `python tools/...` example in `module`'s docstring that contains `marker`."""
+    import shlex
+    text = module.__doc__.replace("\\\n", " ")
+    found = [shlex.split(line.strip())[2:] for line in text.splitlines()
+             if line.strip().startswith("python tools/") and marker in line]
+    assert len(found) == 1, found
+    return found[0]
+
+
 @pytest.fixture(scope="module")
 def package(tmp_path_factory, trust_file):
-    """(model, postprocessor, args, package path, the tool's printout)."""
+    """(model, postprocessor, args, package path, the tool's printout): the export tool's --help
+    example, as written, in a miniature of the demo's layout (demo_output/, data/synthetic_shapes/)."""
+    from datasets.synthetic import generate_synthetic_coco
     from helpers import build_export_demo_model
-    from tools.export_onnx import main as export_tool
+    from tools import export_onnx
 
     model, post, args = build_export_demo_model("num_classes=6", "dn_labelbook_size=6")
-    folder = tmp_path_factory.mktemp("aoti")
+    root = tmp_path_factory.mktemp("aoti")
+    generate_synthetic_coco(str(root / "data" / "synthetic_shapes"), num_train=1, num_val=2, num_classes=5,
+                            min_size=96, max_size=128, seed=0)
+    (root / "demo_output").mkdir()
     args.category_names = {1: "circle", 2: "square"}
-    torch.save({"model": model.state_dict(), "args": args}, folder / "checkpoint.pth")
-    path = folder / "dino_demo.pt2"
+    torch.save({"model": model.state_dict(), "args": args}, root / "demo_output" / "checkpoint.pth")
+    argv = help_example(export_onnx, ".pt2")
     buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        code = export_tool(["--checkpoint", str(folder / "checkpoint.pth"), "--output", str(path), "--threads", "2"])
+    here = os.getcwd()
+    os.chdir(root)
+    try:
+        with contextlib.redirect_stdout(buffer):
+            code = export_onnx.main(argv)
+    finally:
+        os.chdir(here)
     assert code == 0, buffer.getvalue()
-    return model, post["bbox"], args, path, buffer.getvalue()
+    return model, post["bbox"], args, root / "demo_output" / "dino_demo.pt2", buffer.getvalue()
 
 
 def test_the_gate_passed_at_sizes_other_than_the_export_size(package):
@@ -116,19 +136,18 @@ def test_runner_needs_only_torch_and_gives_pytorchs_detections(package, tmp_path
         assert fraction_of_rows_matched(torch.from_numpy(a), torch.from_numpy(b)) >= 0.95
 
 
-def test_inference_tool_runs_the_package_it_exported_and_refuses_others(package, tmp_path, capsys):
-    from PIL import Image
-
+def test_inference_tool_runs_the_package_it_exported_and_refuses_others(package, tmp_path, monkeypatch, capsys):
     from tools import inference
     path = package[3]
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    Image.new("RGB", (150, 120), (200, 60, 40)).save(photos / "a.jpg")
-    assert inference.run_cli(["--aoti", str(path), "--images", str(photos), "--output_dir", str(tmp_path / "out"),
-                              "--threshold", "0.0", "--quiet"]) == 0
-    data = json.loads((tmp_path / "out" / "detections.json").read_text())
-    assert data["checkpoint"] == str(path) and len(data["detections"][0]["scores"]) >= 1
-    assert (tmp_path / "out" / "a_jpg.png").is_file() and data["category_names"] == {"1": "circle", "2": "square"}
+    root = path.parent.parent
+    monkeypatch.chdir(root)  # the --help example, as written, on the demo layout
+    assert inference.run_cli(help_example(inference, "--aoti") + ["--threshold", "0.0", "--quiet"]) == 0
+    out = root / "demo_output" / "aoti"
+    data = json.loads((out / "detections.json").read_text())
+    assert data["checkpoint"] == str(path) and len(data["detections"]) == 2
+    assert all(len(d["scores"]) >= 1 for d in data["detections"])
+    assert len(list(out.glob("*.png"))) == 2 and data["category_names"] == {"1": "circle", "2": "square"}
+    photos = root / "data" / "synthetic_shapes" / "val2017"
 
     copy = tmp_path / "elsewhere.pt2"  # the same bytes are trusted; a package changed by one byte is not
     data_bytes = bytearray(path.read_bytes())
@@ -136,16 +155,60 @@ def test_inference_tool_runs_the_package_it_exported_and_refuses_others(package,
     copy.write_bytes(bytes(data_bytes))
     capsys.readouterr()
     assert inference.run_cli(["--aoti", str(copy), "--images", str(photos), "--output_dir", str(tmp_path / "o2"),
-                              "--quiet"]) != 0
+                              "--quiet"]) != 0  # refused before any image is read
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not exported on this machine" in err[0] and "--trust_checkpoint" in err[0]
     assert not (tmp_path / "o2" / "detections.json").exists()
+    assert inference.run_cli(["--aoti", str(path), "--images", str(photos), "--output_dir", str(tmp_path / "o3"),
+                              "--amp", "--quiet"]) != 0  # settings of a checkpoint's model: refused, not ignored
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--amp applies to a checkpoint's model" in err[0]
 
 
 def test_export_size_must_differ_from_the_check_sizes_once_padded(package, tmp_path, capsys):
     from tools.export_onnx import main as export_tool
-    ckpt = package[3].parent / "checkpoint.pth"
+    ckpt = package[3].parent / "checkpoint.pth"  # refused before anything is exported
     code = export_tool(["--checkpoint", str(ckpt), "--output", str(tmp_path / "x.pt2"), "--size", "128", "160",
                         "--check-sizes", "120", "150", "192", "128"])
     err = capsys.readouterr().err
     assert code != 0 and "once padded to multiples of 64" in err and not (tmp_path / "x.pt2").exists()
+
+
+def test_package_with_the_compiled_operator_runs_where_the_operator_library_is_given(tmp_path):
+    """--aoti-operator: the package calls torch.ops.dino.ms_deform_attn. In a fresh interpreter with
+    deploy/ alone, it is refused with a sentence naming op_library= until the library is given, then
+    it gives PyTorch's outputs at a size it was not exported at."""
+    from helpers import build_tiny_model
+    from models.dino.export import ExportWrapper
+    from models.dino.export_aoti import export_aoti
+    from models.dino.ops import _ext
+    if _ext.get_extension() is None:
+        pytest.skip(f"the compiled operator is not built: {_ext.extension_error()}")
+    model, _, _ = build_tiny_model()
+    model.eval()
+    path = tmp_path / "tiny_op.pt2"
+    export_aoti(model, str(path), torch.randn(2, 3, 128, 192), metadata={"num_select": 20}, operator=True)
+    shutil.copytree(os.path.join(REPO, "deploy"), tmp_path / "deploy")
+    image = torch.randn(1, 3, 192, 128, generator=torch.Generator().manual_seed(3))
+    np.save(tmp_path / "image.npy", image.numpy())
+    script = ("import sys, importlib.util, numpy as np, torch; from deploy.aoti_detector import AotiDetector\n"
+              "lib = sys.argv[1] or None\n"
+              "if not lib and importlib.util.find_spec('MultiScaleDeformableAttention'):\n"
+              "    print('REFUSED op_library= (an installed MultiScaleDeformableAttention serves instead)'); sys.exit(3)\n"
+              "try:\n"
+              f"    d = AotiDetector({str(path)!r}, op_library=lib)\n"
+              "except RuntimeError as exc:\n"
+              "    print('REFUSED', exc); sys.exit(3)\n"
+              "logits, boxes = d.run([np.load('image.npy')[0]])\n"
+              "np.save('logits.npy', logits); np.save('boxes.npy', boxes)")
+    env = dict(os.environ, PYTHONPATH="")
+    refused = subprocess.run([sys.executable, "-c", script, ""], cwd=tmp_path, capture_output=True, text=True,
+                             env=env, timeout=600)
+    assert refused.returncode == 3 and "op_library=" in refused.stdout, refused.stdout + refused.stderr[-1500:]
+    ran = subprocess.run([sys.executable, "-c", script, _ext.extension_origin()], cwd=tmp_path,
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    with torch.no_grad():
+        ref_logits, ref_boxes = ExportWrapper(model)(image)
+    assert np.abs(np.load(tmp_path / "logits.npy") - ref_logits.numpy()).max() < 1e-4
+    assert np.abs(np.load(tmp_path / "boxes.npy") - ref_boxes.numpy()).max() < 1e-4

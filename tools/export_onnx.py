@@ -7,6 +7,11 @@
     python tools/export_onnx.py -c config/DINO/DINO_demo.py --checkpoint demo_output/checkpoint.pth \\
         --output demo_output/dino_demo.onnx --overwrite --size 160 224 --check-sizes 128 160 192 144
 
+An AOTInductor package instead of ONNX (torch.export + AOTInductor; run by torch alone with
+deploy/aoti_detector.py or `tools/inference.py --aoti`; image sizes padded to multiples of 64):
+
+    python tools/export_onnx.py --checkpoint demo_output/checkpoint.pth --output demo_output/dino_demo.pt2
+
 A released model by name (`python tools/fetch_weights.py --list`), its config from the model zoo:
 
     python tools/export_onnx.py --model dino_r50_4scale_12ep --output dino_r50_4scale_12ep.onnx
@@ -356,6 +361,9 @@ def get_parser() -> argparse.ArgumentParser:
                         "(deploy/aoti_detector.py); default from the --output suffix (.pt2: aoti)")
     p.add_argument("--options", nargs="+", action=DictAction, default={},
                    help="config overrides KEY=VALUE, as used for training")
+    p.add_argument("--aoti-operator", action="store_true",
+                   help="with --format aoti: keep the compiled deformable-attention operator in the package (faster "
+                        "on the CPU; its runner then loads the operator's library, deploy/aoti_detector.py)")
     p.add_argument("--use-ema", action="store_true", help="export 'ema_model' instead of 'model'")
     p.add_argument("--postprocess", action="store_true",
                    help="add post-processing to the graph (input orig_sizes; outputs scores, labels, boxes)")
@@ -427,13 +435,14 @@ def sizes_for(opt: argparse.Namespace, args: argparse.Namespace, fmt: str
 
 
 def write_package(model: torch.nn.Module, folder: str, name: str, size: Tuple[int, int],
-                  num_select: Optional[int], metadata: Dict[str, Any]) -> None:
+                  num_select: Optional[int], metadata: Dict[str, Any], operator: bool = False) -> None:
     """The AOTInductor package `folder`/`name` (compiled C++: minutes on a CPU)."""
     from models.dino.export_aoti import export_aoti
 
     # a batch of 2: torch.export specialises a dimension of size 1
     example = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
-    export_aoti(model, os.path.join(folder, name), example, num_select=num_select, metadata=metadata)
+    export_aoti(model, os.path.join(folder, name), example, num_select=num_select, metadata=metadata,
+                operator=operator)
 
 
 def check_export(runtime, model, postprocessor, opt, check_sizes) -> bool:
@@ -449,6 +458,10 @@ def check_export(runtime, model, postprocessor, opt, check_sizes) -> bool:
 
 def run(opt: argparse.Namespace) -> int:
     fmt = output_format(opt)
+    if fmt == "aoti" and opt.external_data:
+        raise ExportError("--external-data is for ONNX graphs; an AOTInductor package holds its weights itself")
+    if fmt != "aoti" and opt.aoti_operator:
+        raise ExportError("--aoti-operator is for --format aoti; an ONNX graph has no custom operators")
     check_requirements(fmt)
     if opt.threads:
         torch.set_num_threads(opt.threads)
@@ -471,7 +484,8 @@ def run(opt: argparse.Namespace) -> int:
         data = None
         try:
             if fmt == "aoti":
-                write_package(model, folder, os.path.basename(output), export_size, num_select, deploy_metadata(args))
+                write_package(model, folder, os.path.basename(output), export_size, num_select, deploy_metadata(args),
+                              opt.aoti_operator)
             else:
                 data = write_model(model, folder, os.path.basename(output), export_size, num_select,
                                    deploy_metadata(args), opt.external_data)
@@ -504,8 +518,10 @@ def publish(tmp: str, data: Optional[str], output: str, fmt: str) -> None:
     except OSError as exc:
         raise write_error(output, exc) from exc
     if fmt == "aoti":
-        from util.trusted_packages import remember
-        remember(output)  # exported here: tools/inference.py --aoti loads it without --trust_checkpoint
+        from util.trusted_packages import remember, trust_file
+        if not remember(output):  # exported here: tools/inference.py --aoti loads it without --trust_checkpoint
+            print(f"note: {trust_file()} could not be written, so tools/inference.py --aoti will ask for "
+                  f"--trust_checkpoint for this package", file=sys.stderr)
     print(f"wrote {output}" + (f" and {output}.data" if data else ""))
 
 

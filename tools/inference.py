@@ -18,6 +18,14 @@ A released model by name (`python tools/fetch_weights.py --list`; downloaded onc
 
     python tools/inference.py --model dino_r50_4scale_12ep --images photos/ --output_dir out/
 
+An exported model instead of a checkpoint: --onnx MODEL.onnx (ONNX Runtime) or --aoti MODEL.pt2
+(an AOTInductor package; after `python tools/export_onnx.py --checkpoint demo_output/checkpoint.pth
+--output demo_output/dino_demo.pt2`; packages exported on this machine run as they are, others need
+--trust_checkpoint because a package is compiled code):
+
+    python tools/inference.py --aoti demo_output/dino_demo.pt2 \\
+        --images data/synthetic_shapes/val2017 --output_dir demo_output/aoti
+
 The model's settings and class names are read from the checkpoint (or the
 config_cfg.py of its run); `-c CONFIG [--options k=v ...]` overrides them.
 For every input IMG.ext it writes OUT/IMG_ext.png at the input's resolution
@@ -263,6 +271,8 @@ def build_aoti_detector(opts):
                         f"on this machine (no record in {trust_file()}); export it yourself with tools/export_onnx.py "
                         f"--format aoti, or add --trust_checkpoint to run its code knowingly")
     from deploy.aoti_detector import AotiDetector
+    from models.dino.ops import get_extension
+    get_extension()  # a package exported with --aoti-operator calls this project's compiled operator
     try:
         detector = ExportedModelDetector(AotiDetector(opts.aoti))
     except Exception as exc:  # noqa: BLE001 - the package loader's errors
@@ -371,8 +381,12 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     opts = get_parser().parse_args(argv)
     if sum(bool(x) for x in (opts.checkpoint, opts.onnx, opts.model, opts.aoti)) != 1:
         raise ToolError("give one of --checkpoint CKPT, --model NAME, --onnx MODEL.onnx or --aoti MODEL.pt2")
-    if opts.compile and (opts.onnx or opts.aoti):
-        raise ToolError("--compile applies to a checkpoint's model; an exported model is already compiled")
+    exported = "--onnx" if opts.onnx else "--aoti" if opts.aoti else None
+    for flag, given in (("--compile", opts.compile), ("--amp", opts.amp), ("--use-ema", opts.use_ema),
+                        ("--device", opts.device), ("-c", opts.config_file), ("--options", opts.options)):
+        if exported and given:
+            raise ToolError(f"{flag} applies to a checkpoint's model; {exported} runs the exported model as it was "
+                            f"exported (export again with the settings you want)")
     if not (opts.onnx or opts.aoti):  # (the ONNX path never imports torch)
         from util.zoo import detector_config, get_entry, use_weights_dir
         use_weights_dir(opts.weights_dir)

@@ -16,11 +16,17 @@ H = 64 h, W = 64 w (64 is the stride of the coarsest level of the 4- and 5-scale
 level's size is then an exact quotient). The extra padding is masked as any batch padding is;
 tools/export_onnx.py --val prints its effect on AP beside PyTorch's.
 
+The deformable attention is the export path's gather-based sampling (plain ops: the package
+needs torch alone), or with `operator=True` (tools/export_onnx.py --aoti-operator) calls of the
+compiled operator torch.ops.dino.ms_deform_attn, faster on the CPU; the runner then loads the
+operator's shared library before the package (deploy/aoti_detector.py, `op_library=`).
+
 Loading a package runs the compiled code it contains: it is a program, not data. Load packages
 you exported yourself (tools/inference.py --aoti checks that, docs/EXPORT.md).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import Any, Dict, Optional, Tuple
@@ -29,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from .export import ExportWrapper, traceable_backbones
+from .ops import _ext
 
 SIZE_MULTIPLE = 64
 MAX_SIDE = 4096
@@ -59,9 +66,11 @@ def _dynamic_shapes(with_sizes: bool) -> Dict[str, Any]:
     return shapes
 
 
-def export_program(model: nn.Module, example: Tensor, num_select: Optional[int] = None
-                   ) -> torch.export.ExportedProgram:
-    """The ExportedProgram of ExportWrapper(model) with dynamic batch, H = 64 h and W = 64 w."""
+def export_program(model: nn.Module, example: Tensor, num_select: Optional[int] = None,
+                   operator: bool = False) -> torch.export.ExportedProgram:
+    """The ExportedProgram of ExportWrapper(model) with dynamic batch, H = 64 h and W = 64 w; the
+    deformable attention as the gather path's plain ops, or with `operator` as calls of the
+    compiled torch.ops.dino.ms_deform_attn (which the package's runner then has to load)."""
     model.eval()
     if example.shape[-2] % SIZE_MULTIPLE or example.shape[-1] % SIZE_MULTIPLE:
         raise ValueError(f"the example's size {tuple(example.shape[-2:])} must be a multiple of {SIZE_MULTIPLE}")
@@ -69,21 +78,25 @@ def export_program(model: nn.Module, example: Tensor, num_select: Optional[int] 
     args: Tuple[Tensor, ...] = (example,)
     if num_select is not None:
         args += (torch.tensor([list(example.shape[-2:])] * example.shape[0], dtype=torch.int64),)
-    with torch.no_grad(), traceable_backbones():
+    keep = _ext.operator_in_export() if operator else contextlib.nullcontext()
+    with torch.no_grad(), traceable_backbones(), keep:
         return torch.export.export(wrapper, args, dynamic_shapes=_dynamic_shapes(num_select is not None),
                                    strict=False)
 
 
 def export_aoti(model: nn.Module, path: str, example: Tensor, num_select: Optional[int] = None,
-                metadata: Optional[Dict[str, Any]] = None) -> None:
+                metadata: Optional[Dict[str, Any]] = None, operator: bool = False) -> None:
     """Write the AOTInductor package of `model` to `path` (a new file; the caller writes atomically).
 
-    `metadata` (JSON-able) is stored in the package under "dino" with the size multiple added,
-    read back by deploy/aoti_detector.py.
+    `metadata` (JSON-able) is stored in the package under "dino" with the size multiple, the inputs
+    and, with `operator`, the file name of the operator's library added, read back by
+    deploy/aoti_detector.py.
     """
-    program = export_program(model, example, num_select)
+    program = export_program(model, example, num_select, operator)
     stored = dict(metadata or {}, size_multiple=SIZE_MULTIPLE, input_names=["images"] +
                   (["orig_sizes"] if num_select is not None else []))
+    if operator:
+        stored["operator_library"] = os.path.basename(_ext.extension_origin() or "")
     configs = {"aot_inductor.metadata": {METADATA_KEY: json.dumps(stored)}}
     with torch.no_grad():
         torch._inductor.aoti_compile_and_package(program, package_path=path, inductor_configs=configs)

@@ -24,10 +24,13 @@ The environment variable ``DINO_MSDA_BACKEND`` selects the path:
 * ``gather``: always the gather-based sampling of ``ms_deform_attn_gather``.
 
 While a model is being exported (``torch.onnx.export``, ``torch.export``,
-``torch.jit.trace``) the path is always ``gather``: it traces to plain ONNX
-ops with dynamic image sizes (docs/EXPORT.md).
+``torch.jit.trace``) the path is ``gather``: it traces to plain ONNX ops with
+dynamic image sizes (docs/EXPORT.md). Inside :func:`operator_in_export`,
+``torch.export`` keeps the operator instead (AOTInductor packages that call
+the compiled kernel).
 """
 
+import contextlib
 import glob
 import importlib.machinery
 import importlib.util
@@ -42,7 +45,7 @@ ENV_VAR = "DINO_MSDA_BACKEND"
 _VALID_MODES = ("auto", "pytorch", "compiled", "gather")
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
-_state = {"loaded": False, "ext": None, "error": None, "origin": None}
+_state = {"loaded": False, "ext": None, "error": None, "origin": None, "export_keeps_operator": False}
 _announced = set()
 
 
@@ -151,6 +154,34 @@ def is_exporting() -> bool:
     return bool(torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting() or torch.jit.is_tracing())
 
 
+@contextlib.contextmanager
+def operator_in_export():
+    """While active, ``torch.export`` keeps ``torch.ops.dino.ms_deform_attn`` in the graph (the
+    ONNX exporter and jit traces still take the gather path). Raises RuntimeError when the
+    extension is not available."""
+    if get_extension() is None:
+        raise RuntimeError(f"the compiled {EXT_NAME} operator is not available ({_state['error']}); build it "
+                           "(`pip install ./models/dino/ops`) or export without it")
+    _state["export_keeps_operator"] = True
+    try:
+        yield
+    finally:
+        _state["export_keeps_operator"] = False
+
+
+def extension_origin():
+    """The file the extension was loaded from (None when it is not loaded)."""
+    get_extension()
+    return _state["origin"]
+
+
+def _export_keeps_operator() -> bool:
+    import torch
+
+    return _state["export_keeps_operator"] and bool(torch.compiler.is_exporting()) \
+        and not torch.onnx.is_in_onnx_export() and not torch.jit.is_tracing()
+
+
 def backend(device="cpu"):
     """Execution path MSDeformAttn takes for tensors on ``device``.
 
@@ -161,9 +192,10 @@ def backend(device="cpu"):
     """
     import torch
 
-    if is_exporting():
-        return "gather"
     dev_type = torch.device(device).type
+    if is_exporting():
+        # the gather path (plain ops), or the operator for an AOTInductor package (operator_in_export)
+        return f"compiled-{dev_type}" if _export_keeps_operator() else "gather"
     mode = backend_mode()
     if mode in ("pytorch", "gather"):
         return mode
