@@ -35,7 +35,9 @@ images at two sizes other than the export size, batch 1 each and batch 2 of both
 prints the largest difference of logits and boxes, the share of query rows and of the top-100
 detections that agree (rows matched as sets, as the parity checker does), and the model is
 written only when they agree (exit status 1 otherwise). --val COCODIR also prints COCO box AP
-of ONNX Runtime beside PyTorch's on that folder's val2017 split.
+of ONNX Runtime beside PyTorch's on that folder's val2017 split. An AOTInductor package is
+checked the same way, loaded in this process, on the images padded to multiples of 64 (the
+sizes it runs at; each check size must pad to a size other than the export size's).
 
 Graphs over protobuf's 2 GB (EVA-01 / ViT-g) keep their weights in OUTPUT.data beside the graph
 (ONNX external data, loaded by ONNX Runtime from the same folder); --external-data asks for that
