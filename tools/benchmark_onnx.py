@@ -33,14 +33,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def build(config: str, options) -> torch.nn.Module:
     from models import build_model as build_model_main
-    from util.args import apply_config, fill_auto_class_counts, get_args_parser, load_config
+    from util.args import apply_config, get_args_parser, load_config
 
     args = get_args_parser().parse_args(["-c", config, "--device", "cpu"])
     args.options = options or None
     cfg, _ = load_config(args)
     apply_config(cfg, args)
     args.device = "cpu"
-    fill_auto_class_counts(args)  # 'auto' (set from the data when training): the COCO model's 91
     torch.manual_seed(0)
     model, _, _ = build_model_main(args)
     return model.eval()
