@@ -147,6 +147,22 @@ def test_bad_uploads_are_4xx_with_one_line_and_the_server_keeps_serving(model_se
     assert answer.status_code == 200 and answer.json()["images"][0]["width"] == 96
 
 
+def test_a_body_over_the_limit_is_read_and_answered_413_not_reset(model_server):
+    """The client is still sending when the server knows the answer: it must get the 413, not a reset."""
+    url, _ = model_server
+    blob = os.urandom(3 * 1024 * 1024)  # the fixture's limit is 2 MB
+
+    def chunks():  # no Content-Length: the limit is found while reading
+        for i in range(0, len(blob), 256 * 1024):
+            yield blob[i:i + 256 * 1024]
+
+    for attempt in range(6):
+        body = blob if attempt % 2 == 0 else chunks()
+        answer = requests.post(f"{url}/predict", data=body, timeout=60)
+        assert answer.status_code == 413 and "MB per request" in answer.json()["error"], (attempt, answer.text)
+    assert requests.post(f"{url}/predict", data=png_bytes(picture()), timeout=60).status_code == 200
+
+
 def test_several_images_in_one_request(model_server):
     url, _ = model_server
     files = [("image", ("a.png", png_bytes(picture(96, 64)))), ("image", ("b.png", png_bytes(picture(80, 100, 1))))]

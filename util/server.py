@@ -84,23 +84,35 @@ def decode_upload(data: bytes, name: str, limits: ServerLimits) -> Image.Image:
 
 
 class BodyLimit:
-    """ASGI middleware: a request body over `max_bytes` gets 413 before it is read in full."""
+    """ASGI middleware: a request body over `max_bytes` gets 413 without being kept.
+
+    The rest of such a body is read and dropped, up to `DRAIN_FACTOR` times the limit,
+    before the answer goes out: a server that closes the connection while the client is
+    still sending makes the client see "connection reset" instead of the 413 and its reason.
+    A body larger still is answered at once (its client may see the reset).
+    """
+
+    DRAIN_FACTOR = 4
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, int(max_bytes)
+        self.drain_bytes = self.DRAIN_FACTOR * self.max_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            if int(declared) <= self.drain_bytes:
+                await _drain(receive, self.drain_bytes)
             return await _send_error(send, 413, self._reason(int(declared)))
-        seen, started = 0, False
+        seen, started, body_done = 0, False, False
 
         async def counted_receive():
-            nonlocal seen
+            nonlocal seen, body_done
             message = await receive()
             seen += len(message.get("body", b""))
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
             if seen > self.max_bytes:
                 raise UploadError(413, self._reason(seen))
             return message
@@ -114,11 +126,24 @@ class BodyLimit:
             await self.app(scope, counted_receive, watched_send)
         except UploadError as exc:
             if not started:
+                if not body_done:
+                    await _drain(receive, self.drain_bytes - seen)
                 await _send_error(send, exc.status, exc.reason)
 
     def _reason(self, size: int) -> str:
         return (f"the request holds more than {self.max_bytes} bytes ({size}); this server takes at most "
                 f"{self.max_bytes // (1024 * 1024)} MB per request (--max_upload_mb)")
+
+
+async def _drain(receive, budget: int) -> None:
+    """Read and drop the rest of a request body, at most about `budget` bytes of it."""
+    while budget > 0:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 async def _send_error(send, status: int, reason: str) -> None:
