@@ -161,6 +161,8 @@ def test_resume_of_a_checkpoint_with_another_class_count(capsys, tmp_path_factor
     assert "label_enc.weight (checkpoint [7, 32] vs model [5, 32])" in line
     assert "class_embed.0.weight (checkpoint [6, 32] vs model [4, 32])" in line
     assert f"--pretrain_model_path {six_class_checkpoint} --finetune_ignore class_embed label_enc.weight" in line
+    # the class counts it was trained with, read off its class rows, as the options to pass
+    assert "--options num_classes=6 dn_labelbook_size=6" in line
 
 
 def test_finetune_from_another_class_count(capsys, tmp_path_factory, tmp_path, six_class_checkpoint):

@@ -268,7 +268,18 @@ def _ignore_word(key: str) -> str:
     return key.rsplit(".", 1)[0]
 
 
-def _config_hint(keys: Iterable[str]) -> str:
+def _class_counts_in(shapes: Dict[str, Sequence[int]]) -> str:
+    """'num_classes=N dn_labelbook_size=M' read off a checkpoint's class rows ('' when not there)."""
+    rows = [s[0] for k, s in shapes.items() if k.endswith("class_embed.0.weight") or k == "class_embed.weight"]
+    counts = [f"num_classes={rows[0]}"] if rows else []
+    if "label_enc.weight" in shapes:  # dn_labelbook_size + 1 rows (the last one: no class)
+        counts.append(f"dn_labelbook_size={shapes['label_enc.weight'][0] - 1}")
+    return " ".join(counts)
+
+
+def _config_hint(keys: Iterable[str], file_shapes: Optional[Dict[str, Sequence[int]]] = None) -> str:
+    """What configuration the keys that do not fit point to; with the file's shapes, the class counts
+    it was trained with, as the --options that make the model fit."""
     keys = list(keys)
     hints = []
     if any("input_proj" in k or "level_embed" in k for k in keys):
@@ -277,7 +288,9 @@ def _config_hint(keys: Iterable[str]) -> str:
     if any(k.startswith("backbone.") for k in keys):
         hints.append("the backbone differs (set `backbone` to the one it was trained with)")
     if any("class_embed" in k or "label_enc" in k for k in keys):
-        hints.append("num_classes / dn_labelbook_size differ")
+        counts = _class_counts_in(file_shapes or {})
+        hints.append("num_classes / dn_labelbook_size differ" +
+                     (f" (the file's: --options {counts}, to run it as it was trained)" if counts else ""))
     if any(".layers." in k and k.startswith("transformer.") for k in keys):
         hints.append("enc_layers / dec_layers / hidden_dim differ")
     return "; ".join(hints)
@@ -327,7 +340,7 @@ def load_model_weights(model: torch.nn.Module, state: Dict[str, torch.Tensor], p
     if mismatched:
         listed = [f"{k} (checkpoint {list(a)} vs model {list(b)})" for k, a, b in mismatched]
         words = sorted({_ignore_word(k) for k, _, _ in mismatched})
-        hint = _config_hint(k for k, _, _ in mismatched)
+        hint = _config_hint((k for k, _, _ in mismatched), {k: tuple(v.shape) for k, v in state.items()})
         flag = "--pretrain_model_path" if what != "--pretrain_model_path" else what
         raise CheckpointError(
             f"{what} {path} does not fit the model: {len(mismatched)} tensors have other shapes: "
