@@ -1,7 +1,7 @@
 """Shared helpers for tests: building args/models the way main.py does."""
 import argparse
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import torch
 
@@ -64,6 +64,27 @@ def build_export_demo_model(*options: str):
         # which PyTorch and an exported model may break differently, decides the selection
         model.transformer.enc_output.bias.zero_()
     return model.eval(), post, args
+
+
+TINY_CLASS_NAMES = {1: "circle", 2: "square", 3: "triangle", 4: "star"}
+
+
+def save_tiny_checkpoint(folder, *options: str, with_optimizer: bool = False):
+    """A random tiny DINO (seed 0) saved as main.py saves it: weights, args with the class names
+    inside, epoch (and the AdamW state when `with_optimizer`). Returns the file's path."""
+    from pathlib import Path
+
+    from main import build_model_main
+    torch.manual_seed(0)
+    args = tiny_args(*(options or ("data_aug_scales=[96]", "data_aug_max_size=128")))
+    args.category_names = dict(TINY_CLASS_NAMES)
+    model = build_model_main(args)[0]
+    saved = {"model": model.state_dict(), "args": args, "epoch": 0}
+    if with_optimizer:
+        saved["optimizer"] = torch.optim.AdamW(model.parameters()).state_dict()
+    path = Path(folder) / "checkpoint.pth"
+    torch.save(saved, path)
+    return path
 
 
 def make_targets(boxes_per_image: Sequence[int], num_classes: int = 5, seed: int = 0) -> List[Dict[str, torch.Tensor]]:

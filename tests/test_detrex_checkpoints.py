@@ -13,7 +13,7 @@ import torch
 from detrex_layout_support import to_detrex_layout
 from helpers import build_args
 from helpers_coco import ann_entry, image_entry, write_split
-from test_train_pipeline import REPO, describe, run
+from test_train_pipeline import describe, run
 
 CONFIG = "config/detrex/dino_r50_4scale_12ep.py"
 # the tiny DINO of the CLI tests in the detrex config (ResNet-18 cut after layer2: 2 neck convs + 2 extra convs)

@@ -32,15 +32,8 @@ def _digest(folder: Path) -> dict:
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     """A random tiny DINO saved as main.py saves it (args with class names inside)."""
-    from helpers import tiny_args
-    from main import build_model_main
-    torch.manual_seed(0)
-    args = tiny_args("data_aug_scales=[96]", "data_aug_max_size=128")
-    args.category_names = {1: "circle", 2: "square", 3: "triangle", 4: "star"}
-    model, _, _ = build_model_main(args)
-    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pth"
-    torch.save({"model": model.state_dict(), "args": args, "epoch": 0}, path)
-    return path
+    from helpers import save_tiny_checkpoint
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 # --------------------------------------------------------------------------- visualizer

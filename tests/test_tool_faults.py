@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import tiny_args
+from helpers import save_tiny_checkpoint
 from test_train_pipeline import REPO, cli_env, describe
 
 PY = sys.executable
@@ -33,15 +33,8 @@ def sha(path) -> str:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A tiny DINO saved as main.py saves it (optimizer state, args with class names)."""
-    from main import build_model_main
-    torch.manual_seed(0)
-    args = tiny_args("data_aug_scales=[64]", "data_aug_max_size=96")
-    args.category_names = {1: "circle", 2: "square", 3: "triangle", 4: "star"}
-    model = build_model_main(args)[0]
-    optimizer = torch.optim.AdamW(model.parameters())
-    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pth"
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "args": args, "epoch": 0}, path)
-    return path
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), "data_aug_scales=[64]", "data_aug_max_size=96",
+                                with_optimizer=True)
 
 
 def noisy_image(path: Path, w: int = 200, h: int = 160, seed: int = 0) -> Path:

@@ -180,17 +180,9 @@ def test_memory_stays_flat_over_a_ten_minute_video(tmp_path):
 # --------------------------------------------------------------------------- the real Detector
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    import torch
-
-    from helpers import tiny_args
-    from main import build_model_main
-    torch.manual_seed(0)
-    args = tiny_args("data_aug_scales=[96]", "data_aug_max_size=128")
-    args.category_names = {1: "circle", 2: "square", 3: "triangle", 4: "star"}
-    model, _, _ = build_model_main(args)
-    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pth"
-    torch.save({"model": model.state_dict(), "args": args, "epoch": 0}, path)
-    return path
+    """A random tiny DINO saved as main.py saves it (args with class names inside)."""
+    from helpers import save_tiny_checkpoint
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 def test_tool_tracks_a_video_and_a_folder_of_frames(tmp_path, tiny_checkpoint, capsys):

@@ -34,7 +34,6 @@ Test hooks (fault injection; unset in normal use)
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import random

@@ -2,7 +2,6 @@
 sigmoid, state-dict cleaning and torch.distributed wrappers."""
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 

@@ -14,7 +14,7 @@ import os
 import pprint
 import runpy
 from argparse import Action
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Dict, Iterable, Mapping, Optional
 
 import addict
 

@@ -31,7 +31,7 @@ import logging
 import os
 import re
 import zipfile
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 

@@ -10,7 +10,6 @@ import logging
 import os
 from typing import Callable, Dict, Iterable, Optional
 
-import torch
 from torch import Tensor, nn
 
 logger = logging.getLogger("dino.backbone")
