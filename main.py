@@ -64,6 +64,9 @@ def _main(args):
     cfg, ignored_options, raw_args, data = settle_settings(args)
     logger = setup_run_output(args, cfg, ignored_options, raw_args)
     device = run_device(args)
+    if device.type == "cpu":
+        from util.cpu_memory import describe
+        logger.info("CPU memory: %s", describe())
     seed_everything(args.seed + utils.get_rank())
     run = build_run(args, device, logger, data)
     checkpoint, resume_path = load_run_weights(args, run, logger)
@@ -454,5 +457,7 @@ def run_cli(args) -> int:
 
 
 if __name__ == "__main__":
+    from util.cpu_memory import reuse_freed_memory
+    reuse_freed_memory()  # process-wide, so here rather than in main(): see util/cpu_memory.py
     _parser = argparse.ArgumentParser("DINO training and evaluation", parents=[get_args_parser()])
     sys.exit(run_cli(_parser.parse_args()))

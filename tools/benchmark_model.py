@@ -332,6 +332,10 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
+    if device.type == "cpu":  # as main.py runs (DINO_MALLOC=system: malloc's own behaviour)
+        from util.cpu_memory import describe, reuse_freed_memory
+        reuse_freed_memory()
+        print(f"CPU memory: {describe()}")
 
     from models import build_model as build_model_main
     from models.dino.ops import backend

@@ -25,7 +25,9 @@ With --compile, ours also runs torch.compile'd (models/dino/compiling.py; BACKEN
 default) for inference and for the training step, timed after compiling (the compile time is
 printed on its own). Each timed step also records its peak resident memory above what the
 process held before it (Linux: VmHWM of /proc/self/status, reset per step through
-/proc/self/clear_refs), so the same work is compared in memory too.
+/proc/self/clear_refs), so the same work is compared in memory too. Under --malloc reuse (the
+default, as the CLIs run: util/cpu_memory.py) freed memory stays in the process, so the peaks
+come from one more untimed run of each step after the freed memory is handed back.
 Prints the times, the peak memory and the ratios original / ours.
 """
 from __future__ import annotations
@@ -45,6 +47,7 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
+from util import cpu_memory  # noqa: E402
 
 # top-level modules that both code bases define: swapped in sys.modules while the original runs
 SHARED_NAMES = ("models", "util", "datasets", "engine", "main", "MultiScaleDeformableAttention")
@@ -209,6 +212,14 @@ def interleaved(steps: Dict[str, Callable], warmup: int, repeats: int, original:
                 peaks[name].append(peak)
             log(f"  {'warm-up' if i < warmup else 'run'} {i + 1 - warmup if i >= warmup else i + 1}: "
                 f"{name} {dt:.2f} s, peak +{peak / 2**20:.0f} MiB")
+    if cpu_memory.is_reusing():
+        # freed memory stays in the process, so a step's peak above "before" would count the previous
+        # step's leftovers as its own: one more untimed run of each, from a heap handed back first
+        for name, step in steps.items():
+            cpu_memory.hand_back()
+            with original.active() if name.startswith("original") else contextlib.nullcontext():
+                peaks[name] = [peak_rss_of(step)]
+            log(f"  memory run: {name} peak +{peaks[name][0] / 2**20:.0f} MiB (freed memory handed back first)")
     return {k: {"seconds": statistics.median(times[k]), "peak_mib": max(peaks[k]) / 2**20} for k in steps}
 
 
@@ -241,6 +252,10 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
                         help="also time ours torch.compile'd (inductor by default)")
+    parser.add_argument("--malloc", choices=["reuse", "system"], default="reuse",
+                        help="reuse: freed memory stays in the process for the next step, as main.py and "
+                             "tools/inference.py run (util/cpu_memory.py); system: malloc's own behaviour. "
+                             "Process-wide: both models run under the same setting")
     return parser.parse_args(argv)
 
 
@@ -260,6 +275,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    cpu_memory.reuse_freed_memory(args.malloc == "reuse")
     from tools.benchmark_model import make_targets
     from util.get_param_dicts import build_optimizer, get_param_dict
     from models.dino.inference_prep import prepare_for_inference
@@ -272,7 +288,8 @@ def main(argv=None) -> int:
     ours, ours_criterion, ours_args = build_ours(args.seed)
     theirs, theirs_criterion, theirs_args = original.build(ours.state_dict())
     bf16 = autocast_dtype("cpu", True) is torch.bfloat16
-    log(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU: {cpu_bf16_support().describe()}")
+    log(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU: {cpu_bf16_support().describe()}; "
+        f"memory: {cpu_memory.describe()} (--malloc {args.malloc}, both models)")
 
     g = torch.Generator().manual_seed(args.seed)
     images = [torch.randn(3, *args.image_size, generator=g)]

@@ -465,4 +465,6 @@ def run_cli(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    from util.cpu_memory import reuse_freed_memory
+    reuse_freed_memory()  # big activations reuse mapped pages image after image (util/cpu_memory.py)
     sys.exit(run_cli())

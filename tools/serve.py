@@ -143,4 +143,6 @@ def run_cli(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    from util.cpu_memory import reuse_freed_memory
+    reuse_freed_memory()  # request after request reuses mapped pages (util/cpu_memory.py)
     sys.exit(run_cli())
