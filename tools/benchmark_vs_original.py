@@ -20,7 +20,8 @@ of --repeats after --warmup):
     AMX-BF16 / AVX512-BF16; the original has no CPU bfloat16 path);
   * a training step at --train_size (forward with denoising queries, loss,
     backward, gradient clipping, AdamW step: the original's torch.optim.AdamW,
-    ours the fused one of main.py), float32 both.
+    ours the fused one of main.py), float32 both, and ours with bfloat16 autocast as
+    main.py --amp runs it where the CPU has bfloat16.
 With --compile, ours also runs torch.compile'd (models/dino/compiling.py; BACKEND inductor by
 default) for inference and for the training step, timed after compiling (the compile time is
 printed on its own). Each timed step also records its peak resident memory above what the
@@ -150,13 +151,16 @@ def inference_step(model, images, context: Callable[[], contextlib.AbstractConte
     return step
 
 
-def train_step(model, criterion, optimizer, images, targets, max_norm: float):
+def train_step(model, criterion, optimizer, images, targets, max_norm: float,
+               context: Callable = contextlib.nullcontext):
+    """One training step; forward and loss run under `context()` (autocast for bfloat16, as main.py --amp)."""
     def step():
         model.train()
         criterion.train()
-        out = model(images, targets)
-        losses = criterion(out, targets)
-        loss = sum(losses[k] * criterion.weight_dict[k] for k in losses if k in criterion.weight_dict)
+        with context():
+            out = model(images, targets)
+            losses = criterion(out, targets)
+            loss = sum(losses[k] * criterion.weight_dict[k] for k in losses if k in criterion.weight_dict)
         optimizer.zero_grad()
         loss.backward()
         if max_norm > 0:
@@ -275,7 +279,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cpu_memory.reuse_freed_memory(args.malloc == "reuse")
+    if args.malloc == "reuse":  # (system: malloc left untouched)
+        cpu_memory.reuse_freed_memory()
     from tools.benchmark_model import make_targets
     from util.get_param_dicts import build_optimizer, get_param_dict
     from models.dino.inference_prep import prepare_for_inference
@@ -340,6 +345,9 @@ def main(argv=None) -> int:
                                               theirs_args.clip_max_norm),
                  "ours train": train_step(ours, ours_criterion, build_optimizer(ours_args, ours), timgs, targets,
                                           ours_args.clip_max_norm)}
+        if bf16:  # main.py --amp on this CPU: bfloat16 autocast for forward and loss, float32 weights and AdamW
+            steps["ours train bf16"] = train_step(ours, ours_criterion, build_optimizer(ours_args, ours), timgs,
+                                                  targets, ours_args.clip_max_norm, bf16_context)
         if args.compile:
             log(f"compiling ours for training ({args.compile}) ...")
             opt_holder = {}
@@ -351,7 +359,7 @@ def main(argv=None) -> int:
             trained = compiled_copy(ours, args.compile, log, first_train_step)
             steps["ours compiled train"] = train_step(trained, ours_criterion, opt_holder["opt"], timgs, targets,
                                                       ours_args.clip_max_norm)
-        log(f"training step at {args.train_size[0]}x{args.train_size[1]}, batch 1, float32:")
+        log(f"training step at {args.train_size[0]}x{args.train_size[1]}, batch 1:")
         train = interleaved(steps, args.warmup, args.repeats, original, log)
 
     log("")
@@ -367,6 +375,8 @@ def main(argv=None) -> int:
             rows.append((label, infer["original fp32"], infer[key]))
     if train:
         rows.append(("training step fp32", train["original train"], train["ours train"]))
+        if "ours train bf16" in train:
+            rows.append(("training step bf16 (original: fp32)", train["original train"], train["ours train bf16"]))
         if "ours compiled train" in train:
             rows.append(("training step compiled fp32", train["original train"], train["ours compiled train"]))
     for name, orig, ours_ in rows:

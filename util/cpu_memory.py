@@ -11,7 +11,7 @@ performance guides recommend preloading, do for large blocks. The cost: the proc
 high-water mark of heap memory (up to 2 GiB above what it uses) instead of handing it back.
 
 Measured (DINO-R50-4scale, 2-vCPU VM, docs/OPS.md): inference at 800x1216 1.40x faster for
-+190 MiB peak RSS; a training step at 512x768 1.25x faster for +1.3 GiB peak RSS (freed blocks
++190 MiB peak RSS; a training step at 512x768 1.16x faster for +0.5 GiB peak RSS (freed blocks
 fragment the heap instead of going back).
 
 Process-wide and Linux/glibc only; elsewhere it does nothing. main.py, tools/inference.py and
@@ -50,13 +50,17 @@ def _libc():
 def reuse_freed_memory(enable: bool = True) -> bool:
     """Keep (enable) or hand back (disable) freed large blocks; True when malloc took the setting.
 
+    Disabling after enabling restores glibc's default limits, not its dynamic mmap threshold
+    (any mallopt call turns that off for the life of the process): for malloc exactly as it
+    comes, never enable it in that process.
+
     `DINO_MALLOC=system` in the environment makes `enable=True` a no-op (returns False).
     """
     global _state
     if enable and os.environ.get("DINO_MALLOC", "").strip().lower() == "system":
         return False
-    if _state is enable:
-        return True
+    if _state is enable or (not enable and _state is None):
+        return True  # (never turned on: malloc untouched; any mallopt call would freeze its dynamic threshold)
     libc = _libc()
     if libc is None:
         return False
