@@ -47,6 +47,11 @@ def _libc():
     return libc if hasattr(libc, "mallopt") else None  # musl has no mallopt
 
 
+def _opted_out() -> bool:
+    """DINO_MALLOC=system in the environment: leave malloc as it comes."""
+    return os.environ.get("DINO_MALLOC", "").strip().lower() == "system"
+
+
 def reuse_freed_memory(enable: bool = True) -> bool:
     """Keep (enable) or hand back (disable) freed large blocks; True when malloc took the setting.
 
@@ -57,7 +62,7 @@ def reuse_freed_memory(enable: bool = True) -> bool:
     `DINO_MALLOC=system` in the environment makes `enable=True` a no-op (returns False).
     """
     global _state
-    if enable and os.environ.get("DINO_MALLOC", "").strip().lower() == "system":
+    if enable and _opted_out():
         return False
     if _state is enable or (not enable and _state is None):
         return True  # (never turned on: malloc untouched; any mallopt call would freeze its dynamic threshold)
@@ -91,6 +96,6 @@ def describe() -> str:
     """One line for logs: what malloc does with freed large blocks in this process."""
     if _state:
         return "freed CPU memory kept for reuse (glibc mallopt; DINO_MALLOC=system to turn off)"
-    if os.environ.get("DINO_MALLOC", "").strip().lower() == "system":
+    if _opted_out():
         return "malloc's own behaviour (DINO_MALLOC=system)"
     return "malloc's own behaviour"
