@@ -34,8 +34,11 @@ PROBE = textwrap.dedent("""
 """)
 
 
-def probe(enable: bool, **env):
+def probe(enable: bool, hand_back: bool = False, **env):
+    """(setting taken, MiB left resident after the free, reusing, describe()) of a fresh process."""
     code = PROBE.format(repo=str(REPO), enable=enable)
+    if hand_back:
+        code = code.replace("del x\n", "del x\ncpu_memory.hand_back()\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, **env}, check=True).stdout.strip().splitlines()[-1]
     took, kept_mib, reusing, line = out.split("|")
@@ -58,8 +61,6 @@ def test_dino_malloc_system_turns_it_off():
 
 
 def test_reuse_then_hand_back_returns_the_memory():
-    code = PROBE.format(repo=str(REPO), enable=True).replace(
-        "del x\n", "del x\ncpu_memory.hand_back()\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         check=True).stdout.strip().splitlines()[-1]
-    assert int(out.split("|")[1]) < 50
+    took, kept, reusing, _ = probe(True, hand_back=True)
+    assert took and reusing
+    assert kept < 50
