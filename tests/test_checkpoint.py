@@ -8,15 +8,15 @@ import logging
 import os
 import pathlib
 import subprocess
-import sys
 import textwrap
 from collections import OrderedDict
 
 import pytest
 import torch
 
-from test_train_pipeline import (PYTHON, REPO, assert_same_weights, epoch_lines, load_ckpt, one_thread,
-                                 stepwise_run, straight_run)  # noqa: F401 (one_thread: fixture)
+from test_train_pipeline import (PYTHON, REPO, assert_same_weights, epoch_lines, load_ckpt, stepwise_run,
+                                 straight_run)
+from test_train_pipeline import one_thread  # noqa: F401  (a fixture the tests below request by name)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 from util.checkpoint import (CheckpointError, get_rng_state, load_checkpoint, load_model_weights,
