@@ -65,8 +65,11 @@ def _main(args):
     logger = setup_run_output(args, cfg, ignored_options, raw_args)
     device = run_device(args)
     if device.type == "cpu":
+        from models.dino.fused_linear import training_path
         from util.cpu_memory import describe
         logger.info("CPU memory: %s", describe())
+        if not (args.eval or args.test):
+            logger.info("float32 training's linear layers: %s", training_path()[1])
     seed_everything(args.seed + utils.get_rank())
     run = build_run(args, device, logger, data)
     checkpoint, resume_path = load_run_weights(args, run, logger)

@@ -194,37 +194,29 @@ def peak_rss_of(step: Callable) -> int:
 
 def interleaved(steps: Dict[str, Callable], warmup: int, repeats: int, original: OriginalCode,
                 log: Callable[[str], None]) -> Dict[str, Dict[str, float]]:
-    """{step: {"seconds": median, "peak_mib": largest peak memory of its runs}}; names starting with
+    """{step: {"seconds": median of the timed runs, "peak_mib": its memory run}}; names starting with
     'original' run with its modules active."""
     times: Dict[str, List[float]] = {k: [] for k in steps}
-    peaks: Dict[str, List[int]] = {k: [] for k in steps}
+    peaks: Dict[str, int] = {}
     for i in range(warmup + repeats):
         for name, step in steps.items():
-            ctx = original.active() if name.startswith("original") else contextlib.nullcontext()
-            timed = {}
-
-            def run_timed(step=step):
+            with original.active() if name.startswith("original") else contextlib.nullcontext():
                 t0 = time.perf_counter()
                 step()
-                timed["dt"] = time.perf_counter() - t0
-
-            with ctx:
-                peak = peak_rss_of(run_timed)
-            dt = timed["dt"]
+                dt = time.perf_counter() - t0
             if i >= warmup:
                 times[name].append(dt)
-                peaks[name].append(peak)
             log(f"  {'warm-up' if i < warmup else 'run'} {i + 1 - warmup if i >= warmup else i + 1}: "
-                f"{name} {dt:.2f} s, peak +{peak / 2**20:.0f} MiB")
-    if cpu_memory.is_reusing():
-        # freed memory stays in the process, so a step's peak above "before" would count the previous
-        # step's leftovers as its own: one more untimed run of each, from a heap handed back first
-        for name, step in steps.items():
-            cpu_memory.hand_back()
-            with original.active() if name.startswith("original") else contextlib.nullcontext():
-                peaks[name] = [peak_rss_of(step)]
-            log(f"  memory run: {name} peak +{peaks[name][0] / 2**20:.0f} MiB (freed memory handed back first)")
-    return {k: {"seconds": statistics.median(times[k]), "peak_mib": max(peaks[k]) / 2**20} for k in steps}
+                f"{name} {dt:.2f} s")
+    # peak memory from one more untimed run of each step, the process's freed memory handed back first
+    # (malloc_trim): freed blocks that malloc keeps (all of them with --malloc reuse, the smaller ones
+    # without) would otherwise count as "before" and hide part of the next step's peak
+    for name, step in steps.items():
+        cpu_memory.hand_back()
+        with original.active() if name.startswith("original") else contextlib.nullcontext():
+            peaks[name] = peak_rss_of(step)
+        log(f"  memory run: {name} peak +{peaks[name] / 2**20:.0f} MiB (freed memory handed back first)")
+    return {k: {"seconds": statistics.median(times[k]), "peak_mib": peaks[k] / 2**20} for k in steps}
 
 
 def matched_fraction(ours_out, original_out, top: int = 100, tol: float = 1e-3) -> float:
@@ -283,6 +275,7 @@ def main(argv=None) -> int:
         cpu_memory.reuse_freed_memory()
     from tools.benchmark_model import make_targets
     from util.get_param_dicts import build_optimizer, get_param_dict
+    from models.dino.fused_linear import training_path
     from models.dino.inference_prep import prepare_for_inference
     from util.precision import autocast_dtype, cpu_bf16_support
 
@@ -294,7 +287,8 @@ def main(argv=None) -> int:
     theirs, theirs_criterion, theirs_args = original.build(ours.state_dict())
     bf16 = autocast_dtype("cpu", True) is torch.bfloat16
     log(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU: {cpu_bf16_support().describe()}; "
-        f"memory: {cpu_memory.describe()} (--malloc {args.malloc}, both models)")
+        f"memory: {cpu_memory.describe()} (--malloc {args.malloc}, both models); "
+        f"our float32 training's linear layers: {training_path()[1]}")
 
     g = torch.Generator().manual_seed(args.seed)
     images = [torch.randn(3, *args.image_size, generator=g)]

@@ -232,13 +232,13 @@ class DeformableTransformer(nn.Module):
         """
         learned_wh = self.two_stage_wh_embedding.weight[0] if self.two_stage_wh_embedding is not None else None
         output_memory, proposals = encoder_output_proposals(memory, mask_flatten, spatial_shapes, learned_wh)
-        output_memory = self.enc_output_norm(self.enc_output(output_memory))
+        output_memory = self.enc_output_norm(linear(output_memory, self.enc_output))
         if output_memory.shape[1] < self.num_queries:
             raise ValueError(
                 f"the images give only {output_memory.shape[1]} feature positions over {len(spatial_shapes)} levels, "
                 f"fewer than num_queries={self.num_queries} to select: use larger images (data_aug_scales / "
                 f"data_aug_max_size) or a smaller num_queries")
-        class_unselected = self.enc_out_class_embed(output_memory)
+        class_unselected = linear(output_memory, self.enc_out_class_embed)
         coord_unselected = self.enc_out_bbox_embed(output_memory) + proposals
         topk = torch.topk(class_unselected.max(-1)[0], self.num_queries, dim=1)[1]
         boxes = torch.gather(coord_unselected, 1, topk.unsqueeze(-1).repeat(1, 1, 4))

@@ -16,6 +16,7 @@ from .config_checks import check_model_config
 from .criterion import SetCriterion
 from .deformable_transformer import DeformableTransformer, build_deformable_transformer
 from .dn_components import prepare_for_cdn, split_denoising_outputs
+from .fused_linear import linear
 from .matcher import build_matcher
 from .postprocess import PostProcess
 from .utils import MLP
@@ -152,13 +153,13 @@ class DINO(nn.Module):
             (box_head(h) + inverse_sigmoid(ref)).sigmoid()
             for box_head, h, ref in zip(self.bbox_embed, hs, references[:-1])
         ])
-        logits = torch.stack([class_head(h) for class_head, h in zip(self.class_embed, hs)])
+        logits = torch.stack([linear(h, class_head) for class_head, h in zip(self.class_embed, hs)])
         logits, coords = split_denoising_outputs(logits, coords, dn_meta)
 
         out = {"pred_logits": logits[-1], "pred_boxes": coords[-1]}
         if self.aux_loss:
             out["aux_outputs"] = [{"pred_logits": c, "pred_boxes": b} for c, b in zip(logits[:-1], coords[:-1])]
-        interm_logits = self.transformer.enc_out_class_embed(hs_enc[-1])
+        interm_logits = linear(hs_enc[-1], self.transformer.enc_out_class_embed)
         out["interm_outputs"] = {"pred_logits": interm_logits, "pred_boxes": ref_enc[-1]}
         out["interm_outputs_for_matching_pre"] = {"pred_logits": interm_logits, "pred_boxes": init_box_proposal}
         out["dn_meta"] = dn_meta

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .fused_linear import activation_fn, linear  # noqa: F401  (activation_fn: re-exported)
+
 
 # feature level sizes: an (L, 2) tensor of (h, w) rows, or the same as a sequence of (h, w) pairs
 LevelShapes = Union[Tensor, Sequence[Tuple[int, int]]]
@@ -29,18 +31,10 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims, dims[1:] + [output_dim]))
 
     def forward(self, x: Tensor) -> Tensor:
+        last = self.num_layers - 1
         for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < self.num_layers - 1:
-                x = F.relu(x)
+            x = linear(x, layer, "relu" if i < last else None)
         return x
-
-
-def activation_fn(name: str):
-    activations = {"relu": F.relu, "gelu": F.gelu, "glu": F.glu, "selu": F.selu}
-    if name not in activations:
-        raise ValueError(f"transformer_activation={name!r} is not supported; use one of {sorted(activations)}")
-    return activations[name]
 
 
 def sine_embed_boxes(boxes: Tensor, d_model: int = 256) -> Tensor:
