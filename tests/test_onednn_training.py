@@ -118,3 +118,18 @@ def test_a_training_step_of_dino_gives_the_same_loss_and_gradients(monkeypatch):
     for name, want in grads_ref.items():
         error = float((grads[name] - want).norm()) / max(float(want.norm()), floor)
         assert error < 1e-3, f"{name}: gradient differs by {error:.1e} of its norm"
+
+
+def test_a_weight_updated_in_place_is_read_again():
+    """The optimizer changes weights in place (same storage): nothing of the previous values may be kept."""
+    torch.manual_seed(0)
+    layer = nn.Linear(32, 64)
+    x = torch.randn(10, 32, requires_grad=True)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.5)
+    with training_path(True):
+        for _ in range(3):
+            y = fused_linear.linear(x, layer, "relu")
+            torch.testing.assert_close(y, torch.relu(x @ layer.weight.t() + layer.bias), rtol=1e-5, atol=1e-5)
+            optimizer.zero_grad()
+            (y * torch.arange(64.0)).sum().backward()
+            optimizer.step()
