@@ -212,3 +212,35 @@ def test_package_with_the_compiled_operator_runs_where_the_operator_library_is_g
         ref_logits, ref_boxes = ExportWrapper(model)(image)
     assert np.abs(np.load(tmp_path / "logits.npy") - ref_logits.numpy()).max() < 1e-4
     assert np.abs(np.load(tmp_path / "boxes.npy") - ref_boxes.numpy()).max() < 1e-4
+
+
+def test_exported_program_of_a_square_padding_vit_config_follows_portrait_and_landscape_images():
+    """DINO-EVA pads every image to a square (pad_to_square) and its ViT builds rotary tables from the
+    token grid: exported at a landscape size, the program must not keep that branch (a portrait image
+    gave 0% matching rows before the square's side became torch.sym_max) nor hash a symbolic size (the
+    rotary table cache). torch.export only (AOTInductor's C++ compile of this config takes minutes; the
+    package was built and passed the tool's gate by hand, docs/EXPORT.md)."""
+    pytest.importorskip("timm", reason="the EVA backbones are built from timm blocks")
+    from helpers import build_args
+    from main import build_model_main
+    from models.dino.export import ExportWrapper
+    from models.dino.export_aoti import export_program
+
+    reduced = ["vit_depth=2", "vit_global_attn_indexes=[1]", "use_checkpoint=False", "backbone_pretrained=False",
+               "enc_layers=1", "dec_layers=1", "num_queries=30", "dn_number=0", "pad_to_square=128"]
+    torch.manual_seed(0)
+    model, _, _ = build_model_main(build_args("config/detrex/dino_eva_02_vitdet_b_4attn_1024_lrd0p7_4scale_12ep.py",
+                                              reduced))
+    model.eval()
+    program = export_program(model, torch.randn(2, 3, 192, 256)).module()  # batch 1 would be specialised
+    g = torch.Generator().manual_seed(5)
+    # images larger than pad_to_square, whose square is then their longer side: 256 here (16 tokens, one
+    # 16-token window, as at the example's size; with a 192 px example, whose windows need padding, the
+    # program's guard of that padding refused 256 px squares; the package exported at 768x1024 gave
+    # PyTorch's outputs at squares of 640, 1024 and 1088 px, docs/EXPORT.md)
+    for size in ((256, 192), (192, 256), (256, 128), (256, 256)):
+        images = torch.randn(1, 3, *size, generator=g)
+        with torch.no_grad():
+            expected, got = ExportWrapper(model)(images), program(images)
+        for name, want, have in zip(("pred_logits", "pred_boxes"), expected, got):
+            torch.testing.assert_close(have, want, rtol=1e-4, atol=1e-4, msg=lambda m, s=size, n=name: f"{s} {n}: {m}")

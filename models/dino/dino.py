@@ -122,11 +122,13 @@ class DINO(nn.Module):
             h, w = samples.tensors.shape[-2:]
             if torch.jit.is_tracing():  # ONNX export: h, w are traced sizes, which Python's max() would freeze
                 side = torch.clamp(torch.maximum(h, w), min=self.pad_to_square)
-            else:
-                side = max(self.pad_to_square, h, w)
-            if torch.jit.is_tracing() or (h, w) != (side, side):
-                samples = NestedTensor(F.pad(samples.tensors, (0, side - w, 0, side - h)),
-                                       F.pad(samples.mask, (0, side - w, 0, side - h), value=True))
+            else:  # torch.export / compile: symbolic sizes; max() would keep only the example's branch (h < w)
+                side = torch.sym_max(torch.sym_max(h, w), self.pad_to_square)
+            if torch.jit.is_tracing() or torch.compiler.is_compiling() or (h, w) != (side, side):
+                # the mask padded as uint8: for a bool pad of a fused OR (the exported graph's mask) inductor's
+                # C++ code mixes vector mask types and does not compile (torch 2.14, AOTInductor of DINO-EVA)
+                mask = F.pad(samples.mask.to(torch.uint8), (0, side - w, 0, side - h), value=1).to(torch.bool)
+                samples = NestedTensor(F.pad(samples.tensors, (0, side - w, 0, side - h)), mask)
         if not self.training and not self.eval_mask_padding:
             samples = NestedTensor(samples.tensors, torch.zeros_like(samples.mask))
         return samples

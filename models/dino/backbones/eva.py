@@ -91,7 +91,8 @@ class EVA02ViT(PlainViT):
 
     def rope(self, h: int, w: int, step: float, device: torch.device) -> Tensor:
         """Concatenated (sin, cos) rotary table (h*w, 2*head_dim) for a grid with token spacing `step`."""
-        if torch.jit.is_tracing():  # ONNX export: h, w are traced sizes; the table must follow them
+        if torch.jit.is_tracing() or torch.compiler.is_compiling() or not (isinstance(h, int) and isinstance(w, int)):
+            # ONNX export, torch.compile / torch.export: h, w are traced or symbolic sizes; the table follows them
             return rope_table(h, w, step, self.head_dim, device)
         key = (h, w, step, str(device))
         table = self._rope_cache.get(key)
