@@ -24,11 +24,11 @@ of --repeats after --warmup):
     main.py --amp runs it where the CPU has bfloat16.
 With --compile, ours also runs torch.compile'd (models/dino/compiling.py; BACKEND inductor by
 default) for inference and for the training step, timed after compiling (the compile time is
-printed on its own). Each timed step also records its peak resident memory above what the
-process held before it (Linux: VmHWM of /proc/self/status, reset per step through
-/proc/self/clear_refs), so the same work is compared in memory too. Under --malloc reuse (the
-default, as the CLIs run: util/cpu_memory.py) freed memory stays in the process, so the peaks
-come from one more untimed run of each step after the freed memory is handed back.
+printed on its own). After the timed runs, one more untimed run of each step records its peak
+resident memory above what the process held before it (Linux: VmHWM of /proc/self/status, reset
+through /proc/self/clear_refs), the process's freed memory handed back first (malloc_trim: with
+--malloc reuse, the default as the CLIs run, util/cpu_memory.py, all freed memory stays in the
+process, and without it some does), so the same work is compared in memory too.
 Prints the times, the peak memory and the ratios original / ours.
 """
 from __future__ import annotations

@@ -51,15 +51,21 @@ class CpuBf16:
         return f"no AVX512-BF16 or AMX-BF16 (PyTorch CPU capability {self.capability})"
 
 
-def _cpuinfo_flags() -> Set[str]:
+def cpuinfo_field(name: str) -> str:
+    """The first `name : value` of /proc/cpuinfo (Linux), e.g. "vendor_id" or "flags"; "" where absent."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                key, _, value = line.partition(":")
+                if key.strip() == name:
+                    return value.strip()
     except OSError:
         pass
-    return set()
+    return ""
+
+
+def _cpuinfo_flags() -> Set[str]:
+    return set(cpuinfo_field("flags").split())
 
 
 @functools.lru_cache(maxsize=None)

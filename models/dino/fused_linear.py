@@ -35,6 +35,8 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from util.precision import cpuinfo_field
+
 from .ops._ext import is_exporting
 
 ACTIVATIONS = {"relu": torch.nn.functional.relu, "gelu": torch.nn.functional.gelu, "glu": torch.nn.functional.glu,
@@ -101,18 +103,6 @@ def _fused_dtype(x: Tensor, layer: nn.Linear) -> Optional[torch.dtype]:
     return dtype
 
 
-def _cpu_vendor() -> str:
-    """`vendor_id` of /proc/cpuinfo ("GenuineIntel", "AuthenticAMD", ...); "" where unknown."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
 @functools.lru_cache(maxsize=None)
 def training_path() -> Tuple[bool, str]:
     """Whether float32 training runs its linear layers through oneDNN on this CPU, and why (for the log)."""
@@ -120,7 +110,7 @@ def training_path() -> Tuple[bool, str]:
         return False, "nn.Linear (DINO_FUSED_LINEAR=0)"
     if _pointwise_kernel() is None:
         return False, "nn.Linear (this PyTorch build lacks oneDNN's linear)"
-    vendor = _cpu_vendor() or "unidentified"
+    vendor = cpuinfo_field("vendor_id") or "unidentified"
     if _training_override is not None:
         how = "oneDNN" if _training_override else "nn.Linear"
         return _training_override, f"{how} (set by DINO_FUSED_LINEAR or set_training_path; {vendor} CPU)"
@@ -185,14 +175,12 @@ def linear(x: Tensor, layer: nn.Linear, activation: Optional[str] = None) -> Ten
     """`layer(x)` followed by the named activation ("relu", "gelu", ...; None: none). A ReLU
     runs inside oneDNN's kernel when the fused CPU path applies (module doc)."""
     after = activation_fn(activation) if activation is not None else None
-    if not isinstance(layer, nn.Linear):  # a head replaced by another module
-        y = layer(x)
-        return after(y) if after is not None else y
-    if _trains_through_onednn(x, layer):
+    is_linear = isinstance(layer, nn.Linear)  # (a head may be replaced by another module)
+    if is_linear and _trains_through_onednn(x, layer):
         relu = activation in FUSABLE_ACTIVATIONS
         y = _OneDnnLinear.apply(x, layer.weight, layer.bias, relu)
         return after(y) if after is not None and not relu else y
-    dtype = _fused_dtype(x, layer)
+    dtype = _fused_dtype(x, layer) if is_linear else None
     if dtype is None:
         y = layer(x)
         return after(y) if after is not None else y
